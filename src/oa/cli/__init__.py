@@ -1,0 +1,1 @@
+"""Entry points: the `oa` command line (typer + rich)."""

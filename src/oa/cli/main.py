@@ -1,0 +1,136 @@
+"""`oa`: run the system, migrate, mint caller tokens, poke at runs, run benchmarks."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from oa.cli import runs_cmd
+from oa.cli.serve import Listening, pick_port, prepare_database, runtime_server, serve_all
+from oa.deployment import LocalDeployment
+from oa.runtime.signing import load_or_create_secret, sign_caller
+
+app = typer.Typer(help="OpenAgents: runtime (authority), Khala sync, control, agent mode.", no_args_is_help=True)
+token_app = typer.Typer(help="Mint short-lived tokens for the local deployment.", no_args_is_help=True)
+serve_app = typer.Typer(help="Run one server in the foreground (for tests and operators).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (tables printed; see bench/).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(serve_app, name="serve")
+app.add_typer(bench_app, name="bench")
+app.add_typer(runs_cmd.app, name="runs")
+console = Console()
+
+Host = Annotated[str, typer.Option(envvar="OA_HOST", help="Interface to bind.")]
+
+
+@app.command()
+def run(
+    host: Host = "127.0.0.1",
+    runtime_port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
+) -> None:
+    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C."""
+    dep = LocalDeployment.from_env()
+    with console.status("starting Postgres and applying migrations"):
+        url = prepare_database(dep)
+    port = pick_port(host, runtime_port)
+    runtime = runtime_server(url, dep, host, port)
+    listening = [Listening("runtime /internal/v1", f"http://{host}:{port}")]
+
+    def ready() -> None:
+        dep.write_env({"OA_RUNTIME_URL": listening[0].url, "OA_DATABASE_URL": url, "OA_HOME": str(dep.home)})
+        table = Table(title="OpenAgents is running (Ctrl-C stops it)")
+        table.add_column("what")
+        table.add_column("where")
+        for item in listening:
+            table.add_row(item.name, item.url)
+        table.add_row("OpenAPI", f"{listening[0].url}/openapi.json")
+        table.add_row("Postgres", url if os.environ.get("OA_DATABASE_URL") else f"embedded, data in {dep.home / 'pgdata'}")
+        table.add_row("clients read", str(dep.env_file))
+        console.print(table)
+        console.print(f"try: [bold]curl -H \"X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)\" {listening[0].url}/healthz[/]")
+
+    uvloop.run(serve_all([runtime], on_ready=ready))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending migrations (forward-only; safe to run twice or concurrently)."""
+    from oa.store.migrator import current_revision
+
+    dep = LocalDeployment.from_env()
+    url = prepare_database(dep)
+    console.print(f"schema at [bold]{current_revision(url)}[/]")
+
+
+@serve_app.command("runtime")
+def serve_runtime(
+    host: Host = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
+    pool_size: Annotated[int, typer.Option(help="Postgres pool size.")] = 10,
+    skip_migrate: Annotated[bool, typer.Option(help="Assume the schema is at head.")] = False,
+) -> None:
+    """Serve only the runtime API (OA_DATABASE_URL or the embedded Postgres)."""
+    dep = LocalDeployment.from_env()
+    if skip_migrate:
+        from oa.store import resolve_database_url
+
+        url = resolve_database_url(dep.home)
+    else:
+        url = prepare_database(dep)
+    server = runtime_server(url, dep, host, port, pool_size=pool_size)
+    uvloop.run(serve_all([server], on_ready=lambda: print(f"runtime listening on http://{host}:{port}", flush=True)))
+
+
+@token_app.command("runtime")
+def token_runtime(
+    user: Annotated[str | None, typer.Option(help="User id; the principal becomes user:ID.")] = None,
+    principal: Annotated[str | None, typer.Option(help="A full principal, e.g. service:codex.")] = None,
+    ttl: Annotated[int, typer.Option(min=1, max=900, help="Seconds the signature lives.")] = 300,
+) -> None:
+    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment."""
+    if (user is None) == (principal is None):
+        raise typer.BadParameter("give exactly one of --user or --principal")
+    who = principal or f"user:{user}"
+    secret = _caller_secret()
+    print(sign_caller(secret, who, ttl))
+
+
+def _caller_secret() -> bytes:
+    env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
+    if env:
+        return env.encode()
+    return load_or_create_secret(LocalDeployment.from_env().caller_secret_file)
+
+
+@bench_app.command("append")
+def bench_append(
+    seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
+    writers: Annotated[int, typer.Option(help="Concurrent writers.")] = 32,
+    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
+) -> None:
+    """Append throughput and latency through the HTTP API vs pgbench and eventsourcing."""
+    _run_bench("append.py", ["--seconds", str(seconds), "--writers", str(writers), *(["--quick"] if quick else [])])
+
+
+def _run_bench(script: str, args: list[str]) -> None:
+    path = Path(__file__).resolve().parents[3] / "bench" / script
+    if not path.exists():
+        raise SystemExit(f"{path} not found: benchmarks run from a source checkout")
+    sys.argv = [str(path), *args]
+    runpy.run_path(str(path), run_name="__main__")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,90 @@
+"""Starting servers: the composition root that `oa run` and `oa serve` share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from oa.deployment import LocalDeployment
+from oa.runtime.service.container import build_runtime_app
+from oa.runtime.settings import RuntimeSettings
+from oa.runtime.signing import load_or_create_secret
+from oa.store import migrate, resolve_database_url
+
+
+@dataclass
+class Listening:
+    name: str
+    url: str
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(host: str, wanted: int) -> int:
+    if wanted and port_free(host, wanted):
+        return wanted
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_database(dep: LocalDeployment) -> str:
+    url = resolve_database_url(dep.home)
+    migrate(url)
+    return url
+
+
+def runtime_server(url: str, dep: LocalDeployment, host: str, port: int, pool_size: int = 10) -> uvicorn.Server:
+    secret_env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
+    secret = secret_env.encode() if secret_env else load_or_create_secret(dep.caller_secret_file)
+    app = build_runtime_app(url, RuntimeSettings.from_env(secret), pool_size=pool_size)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
+        access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve_all(servers: list[uvicorn.Server], on_ready: Callable[[], Any] | None = None) -> None:
+    """Run servers together until SIGINT/SIGTERM; stop them all if one fails."""
+    for s in servers:
+        s.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.05)
+    if all(s.started for s in servers) and on_ready is not None:
+        on_ready()
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for s in servers:
+        s.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    waiter.cancel()
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+    if failed or not all(s.started for s in servers):
+        logging.getLogger(__name__).error("a server failed to start or crashed")
+        raise SystemExit(1)

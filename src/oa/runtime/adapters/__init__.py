@@ -1,0 +1,1 @@
+"""Adapters: the runtime's SQL. Nothing here decides; it loads, locks and writes."""

@@ -1,0 +1,32 @@
+"""The runtime's composition: database, group appender, journal listener, services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from oa.runtime.adapters.listener import JournalListener
+from oa.runtime.api.app import create_app
+from oa.runtime.service.appender import GroupAppender
+from oa.runtime.service.runs import RunService
+from oa.runtime.settings import RuntimeSettings
+from oa.store.database import Database
+
+
+def build_runtime_app(database_url: str, settings: RuntimeSettings, pool_size: int = 10) -> FastAPI:
+    async def start(app: FastAPI) -> None:
+        db = await Database.connect(database_url, max_size=pool_size)
+        appender = GroupAppender(db, max_batch_events=settings.max_batch_events)
+        appender.start()
+        listener = JournalListener(database_url)
+        await listener.start()
+        app.state.db = db
+        app.state.appender = appender
+        app.state.listener = listener
+        app.state.runs = RunService(db, appender, listener, settings.stream_replay_window)
+
+    async def stop(app: FastAPI) -> None:
+        await app.state.appender.stop()
+        await app.state.listener.stop()
+        await app.state.db.close()
+
+    return create_app(settings, start, stop)

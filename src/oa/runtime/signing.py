@@ -1,0 +1,91 @@
+"""Caller signatures for `/internal/v1`: short-lived HS256 tokens naming the principal.
+
+The header `X-OA-RUNTIME-SIGNATURE` carries a JWT signed with the runtime's caller secret
+(only trusted callers, such as Codex worker hosts and `oa token runtime`, hold it). The
+principal is the token's `sub`; a body can never claim one.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+
+from oa.exceptions import InvalidRequest, Unauthorized
+
+HEADER = "X-OA-RUNTIME-SIGNATURE"
+AUDIENCE = "oa-runtime-internal"
+ISSUER = "oa-runtime-caller"
+MAX_TTL_S = 900
+DEFAULT_TTL_S = 300
+LEEWAY_S = 30
+PRINCIPAL_RE = re.compile(r"^(user|service|worker):[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The deployment's caller secret, created (0600) on first use."""
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32).encode()
+    path.touch(mode=0o600)
+    path.write_bytes(secret)
+    return secret
+
+
+def sign_caller(secret: bytes, principal: str, ttl_s: int = DEFAULT_TTL_S, now: float | None = None) -> str:
+    if not PRINCIPAL_RE.match(principal):
+        raise InvalidRequest(
+            f"principal {principal!r} must look like user:<id>, service:<name> or worker:<id>"
+        )
+    if not 1 <= ttl_s <= MAX_TTL_S:
+        raise InvalidRequest(f"ttl must be between 1 and {MAX_TTL_S} seconds, got {ttl_s}")
+    iat = int(now if now is not None else time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": principal,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + ttl_s,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_caller(secret: bytes, token: str | None) -> str:
+    """Return the principal of a valid signature, else raise `Unauthorized` saying why."""
+    if not token:
+        raise Unauthorized(
+            f"missing {HEADER} header; sign the request (for local use: oa token runtime --user ID)"
+        )
+    if len(token) > 4096:
+        raise Unauthorized(f"{HEADER} is too long to be a caller signature")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=LEEWAY_S,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized(f"{HEADER} has expired; mint a fresh one", {"reason": "expired"}) from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthorized(f"{HEADER} is not valid yet (nbf/iat in the future)", {"reason": "immature"}) from None
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(
+            f"{HEADER} is not a valid caller signature ({exc})", {"reason": "invalid"}
+        ) from None
+    if claims["exp"] - claims["iat"] > MAX_TTL_S + LEEWAY_S:
+        raise Unauthorized(f"{HEADER} lives longer than {MAX_TTL_S}s; mint a short-lived one", {"reason": "ttl"})
+    principal = claims["sub"]
+    if not isinstance(principal, str) or not PRINCIPAL_RE.match(principal):
+        raise Unauthorized(f"{HEADER} names no valid principal", {"reason": "principal"})
+    return principal

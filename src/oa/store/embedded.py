@@ -1,0 +1,28 @@
+"""The embedded Postgres: a real PostgreSQL (pgserver) with its data under a local folder.
+
+pgserver starts the postmaster as its own process, so a kill -9 of ours leaves it running
+and the next start attaches to it; `cleanup_mode="stop"` stops it when the last process
+that asked for it exits cleanly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+
+def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
+    """Start (or attach to) the embedded server and return its socket URI."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+    uri: str = server.get_uri()
+    # Keep a reference so the server object (and its cleanup hook) lives as long as we do.
+    _SERVERS.append(server)
+    return uri
+
+
+_SERVERS: list[object] = []

@@ -1,0 +1,1 @@
+"""Test helpers shared by the suites: real Postgres, real servers, real sockets."""
