@@ -29,7 +29,10 @@ class LocalDeployment:
 
     def write_env(self, values: dict[str, str]) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        lines = ["# Written by `oa run`: selects this local deployment.", *(f"{k}={v}" for k, v in values.items())]
+        lines = [
+            "# Written by `oa run`: selects this local deployment.",
+            *(f"{k}={v}" for k, v in values.items()),
+        ]
         tmp = self.env_file.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.env_file)

@@ -8,13 +8,17 @@ from oa.canonical import event_hash, payload_hash
 
 
 async def test_first_event_creates_run_and_chains(client: httpx.AsyncClient, run_id: str) -> None:
-    r1 = await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {"model": "m"}})
+    r1 = await client.post(
+        f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {"model": "m"}}
+    )
     assert r1.status_code == 201, r1.text
     e1 = r1.json()["event"]
     assert e1["seq"] == 1 and e1["prev_hash"] is None
     assert e1["payload_hash"] == payload_hash({"model": "m"})
     assert e1["hash"] == event_hash(run_id, 1, "run.started", e1["payload_hash"], None)
-    r2 = await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": "hé"}})
+    r2 = await client.post(
+        f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": "hé"}}
+    )
     e2 = r2.json()["event"]
     assert e2["seq"] == 2 and e2["prev_hash"] == e1["hash"]
     assert e2["position"] > e1["position"]
@@ -34,9 +38,15 @@ async def test_idempotency_key_replays_and_conflicts(client: httpx.AsyncClient, 
 
 
 async def test_expected_previous_seq(client: httpx.AsyncClient, run_id: str) -> None:
-    ok = await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {}, "expected_previous_seq": 0})
+    ok = await client.post(
+        f"/internal/v1/runs/{run_id}/events",
+        json={"event_type": "text.delta", "payload": {}, "expected_previous_seq": 0},
+    )
     assert ok.status_code == 201
-    bad = await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {}, "expected_previous_seq": 0})
+    bad = await client.post(
+        f"/internal/v1/runs/{run_id}/events",
+        json={"event_type": "text.delta", "payload": {}, "expected_previous_seq": 0},
+    )
     assert bad.status_code == 409
     assert bad.json()["error"]["details"]["last_seq"] == 1
 
@@ -65,7 +75,12 @@ async def test_batch_all_or_nothing(client: httpx.AsyncClient, run_id: str) -> N
     good = {"events": [{"event_type": "text.delta", "payload": {"text": str(i)}} for i in range(5)]}
     r = await client.post(url, json=good)
     assert r.status_code == 201 and [x["event"]["seq"] for x in r.json()["results"]] == [1, 2, 3, 4, 5]
-    bad = {"events": [{"event_type": "text.delta", "payload": {"text": "ok"}}, {"event_type": "run.finished", "payload": {"status": "nope"}}]}
+    bad = {
+        "events": [
+            {"event_type": "text.delta", "payload": {"text": "ok"}},
+            {"event_type": "run.finished", "payload": {"status": "nope"}},
+        ]
+    }
     r = await client.post(url, json=bad)
     assert r.status_code == 400 and r.json()["error"]["details"]["index"] == 1
     page = (await client.get(f"/internal/v1/runs/{run_id}/events", params={"after_seq": 0})).json()
@@ -82,12 +97,16 @@ async def test_frames(client: httpx.AsyncClient, run_id: str) -> None:
     assert clash.status_code == 409
 
 
-async def test_other_principal_is_refused(client: httpx.AsyncClient, runtime_url: str, sign: object, run_id: str) -> None:
+async def test_other_principal_is_refused(
+    client: httpx.AsyncClient, runtime_url: str, sign: object, run_id: str
+) -> None:
     await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started"})
     async with httpx.AsyncClient(base_url=runtime_url, headers=sign("user:mallory")) as other:  # type: ignore[operator]
         for r in (
             await other.get(f"/internal/v1/runs/{run_id}/snapshot"),
-            await other.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {}}),
+            await other.post(
+                f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {}}
+            ),
         ):
             assert r.status_code == 403
             assert r.json()["error"]["code"] == "forbidden"

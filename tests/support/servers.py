@@ -18,6 +18,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from oa.cli.serve import EmbeddedServer
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -30,8 +32,7 @@ async def serve_in_loop(app: FastAPI) -> AsyncIterator[str]:
     """Serve `app` on a free port in the running loop; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -68,7 +69,16 @@ class ChildServer:
             OA_HOME=str(self.home),
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oa.cli.main", "serve", "runtime", "--port", str(self.port), "--skip-migrate"],
+            [
+                sys.executable,
+                "-m",
+                "oa.cli.main",
+                "serve",
+                "runtime",
+                "--port",
+                str(self.port),
+                "--skip-migrate",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -18,9 +18,13 @@ from oa.cli.serve import Listening, pick_port, prepare_database, runtime_server,
 from oa.deployment import LocalDeployment
 from oa.runtime.signing import load_or_create_secret, sign_caller
 
-app = typer.Typer(help="OpenAgents: runtime (authority), Khala sync, control, agent mode.", no_args_is_help=True)
+app = typer.Typer(
+    help="OpenAgents: runtime (authority), Khala sync, control, agent mode.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Mint short-lived tokens for the local deployment.", no_args_is_help=True)
-serve_app = typer.Typer(help="Run one server in the foreground (for tests and operators).", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="Run one server in the foreground (for tests and operators).", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks (tables printed; see bench/).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
@@ -52,10 +56,14 @@ def run(
         for item in listening:
             table.add_row(item.name, item.url)
         table.add_row("OpenAPI", f"{listening[0].url}/openapi.json")
-        table.add_row("Postgres", url if os.environ.get("OA_DATABASE_URL") else f"embedded, data in {dep.home / 'pgdata'}")
+        table.add_row(
+            "Postgres",
+            url if os.environ.get("OA_DATABASE_URL") else f"embedded, data in {dep.home / 'pgdata'}",
+        )
         table.add_row("clients read", str(dep.env_file))
         console.print(table)
-        console.print(f"try: [bold]curl -H \"X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)\" {listening[0].url}/healthz[/]")
+        hint = f'curl -H "X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)" {listening[0].url}/healthz'
+        console.print(f"try: [bold]{hint}[/]")
 
     uvloop.run(serve_all([runtime], on_ready=ready))
 
@@ -86,7 +94,9 @@ def serve_runtime(
     else:
         url = prepare_database(dep)
     server = runtime_server(url, dep, host, port, pool_size=pool_size)
-    uvloop.run(serve_all([server], on_ready=lambda: print(f"runtime listening on http://{host}:{port}", flush=True)))
+    uvloop.run(
+        serve_all([server], on_ready=lambda: print(f"runtime listening on http://{host}:{port}", flush=True))
+    )
 
 
 @token_app.command("runtime")
@@ -117,7 +127,9 @@ def bench_append(
     quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
 ) -> None:
     """Append throughput and latency through the HTTP API vs pgbench and eventsourcing."""
-    _run_bench("append.py", ["--seconds", str(seconds), "--writers", str(writers), *(["--quick"] if quick else [])])
+    _run_bench(
+        "append.py", ["--seconds", str(seconds), "--writers", str(writers), *(["--quick"] if quick else [])]
+    )
 
 
 def _run_bench(script: str, args: list[str]) -> None:

@@ -70,9 +70,13 @@ def show(run_id: str, user: User = "local") -> None:
         table = Table("seq", "type", "payload", "hash")
         after = 0
         while True:
-            page = c.get(f"/internal/v1/runs/{run_id}/events", params={"after_seq": after, "limit": 1000}).json()
+            page = c.get(
+                f"/internal/v1/runs/{run_id}/events", params={"after_seq": after, "limit": 1000}
+            ).json()
             for ev in page["events"]:
-                table.add_row(str(ev["seq"]), ev["event_type"], json.dumps(ev["payload"])[:60], ev["hash"][:12])
+                table.add_row(
+                    str(ev["seq"]), ev["event_type"], json.dumps(ev["payload"])[:60], ev["hash"][:12]
+                )
             if not page["events"]:
                 break
             after = page["next_after_seq"]
@@ -82,7 +86,12 @@ def show(run_id: str, user: User = "local") -> None:
 @app.command()
 def stream(run_id: str, cursor: int = 0, user: User = "local") -> None:
     """Follow a run's events live (SSE) until it finishes."""
-    with _client(user) as c, c.stream("GET", f"/internal/v1/runs/{run_id}/stream", params={"cursor": cursor}, timeout=None) as resp:
+    with (
+        _client(user) as c,
+        c.stream(
+            "GET", f"/internal/v1/runs/{run_id}/stream", params={"cursor": cursor}, timeout=None
+        ) as resp,
+    ):
         if resp.status_code >= 400:
             resp.read()
             _fail(resp)

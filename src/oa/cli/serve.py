@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,14 @@ from oa.runtime.service.container import build_runtime_app
 from oa.runtime.settings import RuntimeSettings
 from oa.runtime.signing import load_or_create_secret
 from oa.store import migrate, resolve_database_url
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to us, so several can share one loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass
@@ -51,21 +59,28 @@ def prepare_database(dep: LocalDeployment) -> str:
     return url
 
 
-def runtime_server(url: str, dep: LocalDeployment, host: str, port: int, pool_size: int = 10) -> uvicorn.Server:
+def runtime_server(
+    url: str, dep: LocalDeployment, host: str, port: int, pool_size: int = 10
+) -> uvicorn.Server:
     secret_env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
     secret = secret_env.encode() if secret_env else load_or_create_secret(dep.caller_secret_file)
     app = build_runtime_app(url, RuntimeSettings.from_env(secret), pool_size=pool_size)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
-        access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
     )
-    return uvicorn.Server(config)
+    return EmbeddedServer(config)
 
 
 async def serve_all(servers: list[uvicorn.Server], on_ready: Callable[[], Any] | None = None) -> None:
     """Run servers together until SIGINT/SIGTERM; stop them all if one fails."""
-    for s in servers:
-        s.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

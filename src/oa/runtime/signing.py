@@ -78,13 +78,17 @@ def verify_caller(secret: bytes, token: str | None) -> str:
     except jwt.ExpiredSignatureError:
         raise Unauthorized(f"{HEADER} has expired; mint a fresh one", {"reason": "expired"}) from None
     except jwt.ImmatureSignatureError:
-        raise Unauthorized(f"{HEADER} is not valid yet (nbf/iat in the future)", {"reason": "immature"}) from None
+        raise Unauthorized(
+            f"{HEADER} is not valid yet (nbf/iat in the future)", {"reason": "immature"}
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(
             f"{HEADER} is not a valid caller signature ({exc})", {"reason": "invalid"}
         ) from None
     if claims["exp"] - claims["iat"] > MAX_TTL_S + LEEWAY_S:
-        raise Unauthorized(f"{HEADER} lives longer than {MAX_TTL_S}s; mint a short-lived one", {"reason": "ttl"})
+        raise Unauthorized(
+            f"{HEADER} lives longer than {MAX_TTL_S}s; mint a short-lived one", {"reason": "ttl"}
+        )
     principal = claims["sub"]
     if not isinstance(principal, str) or not PRINCIPAL_RE.match(principal):
         raise Unauthorized(f"{HEADER} names no valid principal", {"reason": "principal"})

@@ -18,7 +18,9 @@ def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = pgserver.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            data_dir, cleanup_mode=None if keep_running else "stop"
+        )
     uri: str = server.get_uri()
     # Keep a reference so the server object (and its cleanup hook) lives as long as we do.
     _SERVERS.append(server)

@@ -186,8 +186,7 @@ async def read_journal(
 ) -> list[Event]:
     """Everything after `after_position`, in commit order (see the module docstring)."""
     rows = await conn.fetch(
-        f"SELECT {EVENT_COLUMNS} FROM runtime.events WHERE position > $1"
-        " ORDER BY position LIMIT $2",
+        f"SELECT {EVENT_COLUMNS} FROM runtime.events WHERE position > $1 ORDER BY position LIMIT $2",
         after_position,
         limit,
     )

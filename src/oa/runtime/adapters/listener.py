@@ -43,12 +43,13 @@ class JournalListener:
         delay = 0.1
         while True:
             try:
+                lost = asyncio.Event()
                 self._conn = await asyncpg.connect(self._url)
+                self._conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await self._conn.add_listener(CHANNEL, self._on_notify)
                 delay = 0.1
                 self._wake_all()  # we may have missed something while away
-                while not self._conn.is_closed():
-                    await asyncio.sleep(1.0)
+                await lost.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect with backoff; waiters poll meanwhile
@@ -94,7 +95,7 @@ class JournalListener:
                 self._waiters.pop(stream, None)
 
 
-async def wait_for_wakeup(ev: asyncio.Event, timeout: float) -> bool:
+async def wait_for_wakeup(ev: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
     try:
         await asyncio.wait_for(ev.wait(), timeout)
         return True

@@ -57,7 +57,9 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             # We answer validation failures with 400 + the envelope, never FastAPI's 422.
             for path in schema.get("paths", {}).values():
                 for op in path.values():

@@ -19,7 +19,13 @@ class Strict(BaseModel):
 
 class ErrorBody(BaseModel):
     code: Literal[
-        "unauthorized", "forbidden", "invalid_request", "not_found", "conflict", "stale_cursor", "internal_error"
+        "unauthorized",
+        "forbidden",
+        "invalid_request",
+        "not_found",
+        "conflict",
+        "stale_cursor",
+        "internal_error",
     ]
     message: str
     details: dict[str, Any]

@@ -64,7 +64,10 @@ async def append_event(run_id: RunIdPath, body: AppendEvent, who: Principal, run
     "/{run_id}/events/batch",
     response_model=BatchResult,
     status_code=201,
-    responses={200: {"model": BatchResult, "description": "nothing new: all replays or no-ops"}, **WRITE_ERRORS},
+    responses={
+        200: {"model": BatchResult, "description": "nothing new: all replays or no-ops"},
+        **WRITE_ERRORS,
+    },
     summary="Append many events in one transaction, all or none",
 )
 async def append_batch(run_id: RunIdPath, body: AppendBatch, who: Principal, runs: Runs) -> Response:
@@ -80,7 +83,9 @@ async def append_batch(run_id: RunIdPath, body: AppendBatch, who: Principal, run
     )
 
 
-@router.get("/{run_id}/events", response_model=EventPage, responses=READ_ERRORS, summary="Page a run's events")
+@router.get(
+    "/{run_id}/events", response_model=EventPage, responses=READ_ERRORS, summary="Page a run's events"
+)
 async def list_events(
     run_id: RunIdPath,
     who: Principal,
@@ -119,10 +124,16 @@ async def post_frame(run_id: RunIdPath, body: Frame, who: Principal, runs: Runs)
     "/{run_id}/cancel",
     response_model=CancelResult,
     status_code=202,
-    responses={200: {"model": CancelResult, "description": "already canceling or finished"}, **WRITE_ERRORS, **error_responses(404)},
+    responses={
+        200: {"model": CancelResult, "description": "already canceling or finished"},
+        **WRITE_ERRORS,
+        **error_responses(404),
+    },
     summary="Request cancellation (idempotent)",
 )
-async def cancel(run_id: RunIdPath, who: Principal, runs: Runs, body: CancelRequest | None = None) -> Response:
+async def cancel(
+    run_id: RunIdPath, who: Principal, runs: Runs, body: CancelRequest | None = None
+) -> Response:
     plan = await runs.cancel(who, run_id, body.reason if body else None)
     o = plan.outcomes[0]
     return json_response(
@@ -137,7 +148,9 @@ async def cancel(run_id: RunIdPath, who: Principal, runs: Runs, body: CancelRequ
     )
 
 
-@router.get("/{run_id}/snapshot", response_model=Snapshot, responses=READ_ERRORS, summary="The run's current state")
+@router.get(
+    "/{run_id}/snapshot", response_model=Snapshot, responses=READ_ERRORS, summary="The run's current state"
+)
 async def snapshot(run_id: RunIdPath, who: Principal, runs: Runs) -> Response:
     return json_response(await runs.snapshot(who, run_id))
 
@@ -145,7 +158,10 @@ async def snapshot(run_id: RunIdPath, who: Principal, runs: Runs) -> Response:
 @router.get(
     "/{run_id}/stream",
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "SSE, id = seq"},
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "SSE, id = seq",
+        },
         **READ_ERRORS,
         **error_responses(410),
     },
@@ -162,7 +178,9 @@ async def stream(
     header_cursor: int | None = None
     if last_event_id is not None:
         if not last_event_id.isdigit():
-            raise InvalidRequest("Last-Event-ID must be a seq (a non-negative integer)", {"header": "Last-Event-ID"})
+            raise InvalidRequest(
+                "Last-Event-ID must be a seq (a non-negative integer)", {"header": "Last-Event-ID"}
+            )
         header_cursor = int(last_event_id)
     if cursor is not None and header_cursor is not None and cursor != header_cursor:
         raise InvalidRequest(
@@ -185,5 +203,7 @@ async def stream(
         yield b"event: end\ndata: {}\n\n"
 
     return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

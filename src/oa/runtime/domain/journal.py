@@ -103,8 +103,7 @@ def plan_command(
     """Plan one atomic command; raise the first error (the command then writes nothing)."""
     if head.exists and head.owner != principal:
         raise Forbidden(
-            f"{head.kind} {head.stream_id!r} belongs to another principal; "
-            "sign the request as its owner",
+            f"{head.kind} {head.stream_id!r} belongs to another principal; sign the request as its owner",
             {head.kind + "_id": head.stream_id},
         )
     state = head

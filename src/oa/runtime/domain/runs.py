@@ -63,8 +63,7 @@ def next_status(current: RunStatus, event_type: str, payload: dict[str, Any]) ->
         status = payload.get("status")
         if status not in FINISH_STATUSES:
             raise InvalidRequest(
-                f"run.finished needs payload.status, one of {', '.join(FINISH_STATUSES)}; "
-                f"got {status!r}",
+                f"run.finished needs payload.status, one of {', '.join(FINISH_STATUSES)}; got {status!r}",
                 {"field": "payload.status", "allowed": list(FINISH_STATUSES)},
             )
         target = RunStatus(status)
@@ -92,6 +91,4 @@ def _refuse(current: RunStatus, event_type: str, why: str, target: str | None = 
     details: dict[str, Any] = {"status": current.value, "event_type": event_type}
     if target is not None:
         details["target_status"] = target
-    return InvalidTransition(
-        f"invalid transition: {event_type} on a {current.value} run ({why})", details
-    )
+    return InvalidTransition(f"invalid transition: {event_type} on a {current.value} run ({why})", details)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+
 import asyncpg
 
 from oa.exceptions import InternalError, NotFound, OAError
@@ -103,7 +104,7 @@ class GroupAppender:
             await self._commit_batch(batch)
 
     async def _commit_batch(self, batch: list[Command]) -> None:
-        for attempt in range(5):
+        for _attempt in range(5):
             try:
                 results = await self._try_commit(batch)
             except _RetryBatch:
@@ -143,8 +144,8 @@ class GroupAppender:
             by_kind.setdefault(cmd.kind, []).append(cmd.stream_id)
         heads: dict[tuple[str, str], StreamHead] = {}
         for kind in sorted(by_kind):
-            for sid, head in (await sql.lock_heads(conn, kind, by_kind[kind])).items():
-                heads[(kind, sid)] = head
+            for sid, locked in (await sql.lock_heads(conn, kind, by_kind[kind])).items():
+                heads[(kind, sid)] = locked
         keys = sorted(
             {
                 (cmd.kind, cmd.stream_id, r.idempotency_key)
@@ -161,10 +162,14 @@ class GroupAppender:
         touched: set[tuple[str, str]] = set()
         for cmd in batch:
             key = (cmd.kind, cmd.stream_id)
-            head = heads.get(key)
+            head: StreamHead | None = heads.get(key)
             if head is None:
                 if not cmd.create_if_missing:
-                    results.append(NotFound(f"{cmd.kind} {cmd.stream_id!r} does not exist", {f"{cmd.kind}_id": cmd.stream_id}))
+                    results.append(
+                        NotFound(
+                            f"{cmd.kind} {cmd.stream_id!r} does not exist", {f"{cmd.kind}_id": cmd.stream_id}
+                        )
+                    )
                     continue
                 head = StreamHead(cmd.kind, cmd.stream_id, cmd.principal, cmd.initial_status, exists=False)
             mine = {
@@ -198,9 +203,7 @@ class GroupAppender:
             if await sql.create_heads(conn, fresh) != len(fresh):
                 raise _RetryBatch
         for kind in sorted({k for k, _ in touched}):
-            changed = [
-                heads[key] for key in sorted(touched - created_keys) if key[0] == kind
-            ]
+            changed = [heads[key] for key in sorted(touched - created_keys) if key[0] == kind]
             await sql.update_heads(conn, changed)
 
         first, at = await sql.allocate_positions(conn, len(new_events))
@@ -223,5 +226,3 @@ def _with_positions(result: Plan | OAError, placed: dict[tuple[str, str, int], E
     ]
     events = [placed[(e.kind, e.stream_id, e.seq)] for e in result.new_events]
     return replace(result, outcomes=outcomes, new_events=events)
-
-

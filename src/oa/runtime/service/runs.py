@@ -6,7 +6,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oa.exceptions import Forbidden, IdempotencyConflict, InvalidRequest, InvalidTransition, NotFound, StaleCursor
+from oa.exceptions import (
+    Forbidden,
+    IdempotencyConflict,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    StaleCursor,
+)
 from oa.runtime.adapters import frames_sql
 from oa.runtime.adapters import journal_sql as sql
 from oa.runtime.adapters.listener import JournalListener, wait_for_wakeup
@@ -31,7 +38,9 @@ class FrameResult:
 
 
 class RunService:
-    def __init__(self, db: Database, appender: GroupAppender, listener: JournalListener, replay_window: int) -> None:
+    def __init__(
+        self, db: Database, appender: GroupAppender, listener: JournalListener, replay_window: int
+    ) -> None:
         self._db = db
         self._appender = appender
         self._listener = listener
@@ -87,12 +96,20 @@ class RunService:
             "updated_at": _iso(row["updated_at"]),
         }
 
-    async def events(self, principal: str, run_id: str, after_seq: int, limit: int) -> tuple[StreamHead, list[Event]]:
+    async def events(
+        self, principal: str, run_id: str, after_seq: int, limit: int
+    ) -> tuple[StreamHead, list[Event]]:
         head = await self.head(principal, run_id)
         return head, await sql.read_stream(self._db.pool, KIND, run_id, after_seq, limit)
 
     async def post_frame(
-        self, principal: str, run_id: str, thread_id: str, frame_id: str, frame_type: str, payload: dict[str, Any]
+        self,
+        principal: str,
+        run_id: str,
+        thread_id: str,
+        frame_id: str,
+        frame_type: str,
+        payload: dict[str, Any],
     ) -> FrameResult:
         payload_json, p_hash = encode_payload(payload)
         async with self._db.transaction() as conn:
