@@ -32,6 +32,9 @@ class StreamTable:
 
 STREAM_TABLES: dict[str, StreamTable] = {
     "run": StreamTable("run", "runtime.runs", "run_id"),
+    # Codex workers: their table (migration 0003) has the same head columns
+    # (worker_id, owner, status, last_seq, last_hash, updated_at) plus their own.
+    "worker": StreamTable("worker", "runtime.codex_workers", "worker_id"),
 }
 
 EVENT_COLUMNS = (
