@@ -10,6 +10,7 @@ the same way.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import orjson
@@ -23,9 +24,24 @@ class NotCanonicalizable(ValueError):
 
 def canonical_json(value: Any) -> bytes:
     try:
-        return orjson.dumps(value, option=_OPTS)
+        data = orjson.dumps(value, option=_OPTS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise NotCanonicalizable(str(exc)) from exc
+    # orjson writes NaN and +-Infinity as `null` instead of failing; only output that has a
+    # `null` can hide one, so only that output pays for the walk.
+    if b"null" in data and _has_non_finite(value):
+        raise NotCanonicalizable("NaN and Infinity have no JSON form")
+    return data
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def sha256_hex(data: bytes) -> str:
