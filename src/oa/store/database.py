@@ -75,3 +75,12 @@ class Database:
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self.pool.fetchval(query, *args)
+
+
+def with_user(url: str, user: str) -> str:
+    """The same database, connecting as another role (e.g. Khala's read-only one)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, parts.query, parts.fragment))

@@ -1,0 +1,1 @@
+"""Khala: the derived, rebuildable sync layer; the runtime is its only writer."""

@@ -1,0 +1,251 @@
+"""The Python Khala client: a live local cache of documents, kept by the sync protocol.
+
+It hydrates each topic over HTTP, subscribes from that watermark, applies update batches
+(dropping any update whose `doc_version` is not newer than the one it holds), refreshes
+its token before expiry on the live socket, reconnects with backoff and resumes from its
+watermarks, and rehydrates by itself after `stale_cursor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+TokenProvider = Callable[[], Awaitable[str]]
+ChangeCallback = Callable[[str, dict[str, Any] | None], None]
+
+
+@dataclass
+class Document:
+    topic: str
+    doc_key: str
+    doc_version: int
+    payload: dict[str, Any] | None
+    payload_hash: str | None
+
+
+@dataclass
+class ClientStats:
+    connects: int = 0
+    batches: int = 0
+    applied: int = 0
+    dropped_stale: int = 0
+    hydrations: int = 0
+    refreshes: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class KhalaError(Exception):
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
+        self.frame = frame
+
+
+class KhalaClient:
+    def __init__(
+        self,
+        base_url: str,
+        token_provider: TokenProvider,
+        topics: list[str],
+        *,
+        on_change: ChangeCallback | None = None,
+        refresh_before_s: float = 30.0,
+        heartbeat_s: float = 15.0,
+        max_backoff_s: float = 5.0,
+        hydrate: bool = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.ws_url = self.base_url.replace("http://", "ws://").replace("https://", "wss://") + "/sync/v1/ws"
+        self._token_provider = token_provider
+        self.topics = list(topics)
+        self.on_change = on_change
+        self._refresh_before = refresh_before_s
+        self._heartbeat = heartbeat_s
+        self._max_backoff = max_backoff_s
+        self._hydrate_first = hydrate
+        self.documents: dict[str, Document] = {}
+        self.watermarks: dict[str, int] = {}
+        self.heads: dict[str, int] = {}
+        self.stats = ClientStats()
+        self.live = asyncio.Event()  # set while subscribed and caught up
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._expires_at = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="khala-client")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+
+    async def __aenter__(self) -> KhalaClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wait_until(self, predicate: Callable[[KhalaClient], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until `predicate(self)` holds (checked after every applied batch)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def _run_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._session()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except KhalaError as exc:
+                code = exc.frame.get("code")
+                if code == "stale_cursor":
+                    topic = exc.frame.get("topic")
+                    await self._hydrate([topic] if isinstance(topic, str) else self.topics)
+                    continue
+                if code in ("slow_consumer", "rate_limited"):
+                    await asyncio.sleep(int(exc.frame.get("reconnect_after_ms", 1000)) / 1000)
+                    continue
+                if code not in ("token_expired", "unauthorized", "idle_timeout", "internal_error"):
+                    log.warning("khala refused: %s", exc)
+            except (OSError, ConnectionClosed, httpx.HTTPError) as exc:
+                log.info("khala connection lost (%s); reconnecting", type(exc).__name__)
+            self.live.clear()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _session(self) -> None:
+        if self._hydrate_first and any(t not in self.watermarks for t in self.topics):
+            await self._hydrate([t for t in self.topics if t not in self.watermarks])
+        token = await self._token_provider()
+        async with connect(self.ws_url, max_size=2**24, ping_interval=None) as ws:
+            self._ws = ws
+            self.stats.connects += 1
+            await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+            ready = await self._expect(ws, "ready")
+            self._expires_at = float(ready.get("expires_at", 0))
+            resume = {t: self.watermarks[t] for t in self.topics if t in self.watermarks}
+            await ws.send(
+                orjson.dumps({"type": "subscribe", "topics": self.topics, "resume_after": resume}).decode()
+            )
+            timers = asyncio.create_task(self._timers(ws))
+            try:
+                async for raw in ws:
+                    self._on_frame(orjson.loads(raw))
+            finally:
+                timers.cancel()
+                self._ws = None
+            raise ConnectionClosed(None, None)
+
+    async def _expect(self, ws: ClientConnection, kind: str) -> dict[str, Any]:
+        while True:
+            frame = orjson.loads(await ws.recv())
+            if frame.get("type") == kind:
+                return dict(frame)
+            if frame.get("type") == "error":
+                self.stats.errors.append(frame)
+                raise KhalaError(frame)
+
+    async def _timers(self, ws: ClientConnection) -> None:
+        last_beat = time.monotonic()
+        while True:
+            await asyncio.sleep(0.5)
+            if self._expires_at and time.time() >= self._expires_at - self._refresh_before:
+                token = await self._token_provider()
+                await ws.send(orjson.dumps({"type": "refresh_token", "token": token}).decode())
+                self._expires_at = time.time() + self._refresh_before + 1  # until token_refreshed says
+            if time.monotonic() - last_beat >= self._heartbeat:
+                last_beat = time.monotonic()
+                await ws.send(
+                    orjson.dumps({"type": "heartbeat", "sent_at_ms": int(time.time() * 1000)}).decode()
+                )
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "update_batch":
+            self._apply(frame)
+        elif kind == "token_refreshed":
+            self._expires_at = float(frame.get("expires_at", 0))
+            self.stats.refreshes += 1
+        elif kind == "error":
+            self.stats.errors.append(frame)
+            if frame.get("fatal") or frame.get("code") == "stale_cursor":
+                raise KhalaError(frame)
+
+    def _apply(self, frame: dict[str, Any]) -> None:
+        self.stats.batches += 1
+        for u in frame.get("updates", []):
+            topic, key = u["topic"], u["doc_key"]
+            held = self.documents.get(key)
+            if held is not None and u["doc_version"] <= held.doc_version:
+                self.stats.dropped_stale += 1
+            else:
+                payload = None if u.get("deleted") else u.get("payload")
+                if payload is None:
+                    self.documents.pop(key, None)
+                else:
+                    self.documents[key] = Document(
+                        topic, key, u["doc_version"], payload, u.get("payload_hash")
+                    )
+                self.stats.applied += 1
+                if self.on_change is not None:
+                    self.on_change(key, payload)
+            self.watermarks[topic] = max(self.watermarks.get(topic, 0), u["watermark"])
+        heads = frame.get("head_watermarks", {})
+        self.heads.update(heads)
+        if frame.get("replay_complete"):
+            for t, h in heads.items():
+                self.watermarks[t] = max(self.watermarks.get(t, 0), h)
+            self.live.set()
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _hydrate(self, topics: list[str]) -> None:
+        token = await self._token_provider()
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
+            for topic in topics:
+                resp = await http.get(
+                    f"/sync/v1/topics/{topic}/snapshot", headers={"Authorization": f"Bearer {token}"}
+                )
+                if resp.status_code != 200:
+                    raise KhalaError(
+                        resp.json().get("error", {"code": "internal_error", "message": resp.text})
+                    )
+                body = resp.json()
+                for key in [k for k, d in self.documents.items() if d.topic == topic]:
+                    del self.documents[key]
+                for u in body["documents"]:
+                    self.documents[u["doc_key"]] = Document(
+                        topic, u["doc_key"], u["doc_version"], u["payload"], u["payload_hash"]
+                    )
+                self.watermarks[topic] = body["watermark"]
+        self.stats.hydrations += 1
+        await self._notify()

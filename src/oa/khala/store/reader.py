@@ -1,0 +1,111 @@
+"""What the sync server reads (as the SELECT-only role): journal rows, heads, snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+ROW_COLUMNS = "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    topic: str
+    watermark: int
+    batch_id: int
+    doc_key: str
+    doc_version: int
+    payload: str | None
+    payload_hash: str | None
+    owner_user: str | None
+    org_id: str | None
+
+    def visible_to(self, user_id: str, org_id: str | None) -> bool:
+        """Per-document authorization: own documents, and documents of the user's org."""
+        return self.owner_user == user_id or (org_id is not None and self.org_id == org_id)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "watermark": self.watermark,
+            "doc_key": self.doc_key,
+            "doc_version": self.doc_version,
+            "payload": orjson.Fragment(self.payload) if self.payload is not None else None,
+            "payload_hash": self.payload_hash,
+            "deleted": self.payload is None,
+        }
+
+
+def _rows(records: list[asyncpg.Record]) -> list[JournalRow]:
+    return [JournalRow(*r) for r in records]
+
+
+async def heads(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, tuple[int, int]]:
+    """topic -> (head watermark, retention floor)."""
+    rows = await conn.fetch("SELECT topic, watermark, retention_floor FROM khala.topic_heads")
+    return {r["topic"]: (r["watermark"], r["retention_floor"]) for r in rows}
+
+
+async def rows_after(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    after: Mapping[str, int],
+    upto: Mapping[str, int] | None = None,
+    limit: int = 2000,
+) -> list[JournalRow]:
+    """Journal rows past `after` (and at most `upto`), whole projector batches, in batch order."""
+    topics = list(after)
+    if not topics:
+        return []
+    hi = [upto.get(t, 2**62) if upto is not None else 2**62 for t in topics]
+    recs = await conn.fetch(
+        f"SELECT {ROW_COLUMNS} FROM khala.stream_journal j"
+        " JOIN unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(topic, lo, hi)"
+        " ON j.topic = c.topic AND j.watermark > c.lo AND j.watermark <= c.hi"
+        " ORDER BY j.batch_id, j.topic, j.watermark LIMIT $4",
+        topics,
+        [after[t] for t in topics],
+        hi,
+        limit,
+    )
+    rows = _rows(list(recs))
+    if len(rows) == limit:
+        # Never split a projector batch: drop the last (possibly partial) batch unless it is the only one.
+        last = rows[-1].batch_id
+        whole = [r for r in rows if r.batch_id != last]
+        if whole:
+            return whole
+        recs = await conn.fetch(
+            f"SELECT {ROW_COLUMNS} FROM khala.stream_journal WHERE batch_id = $1 AND topic = ANY($2::text[])"
+            " ORDER BY topic, watermark",
+            last,
+            topics,
+        )
+        rows = [
+            r for r in _rows(list(recs)) if after[r.topic] < r.watermark <= (upto or {}).get(r.topic, 2**62)
+        ]
+    return rows
+
+
+async def snapshot(
+    conn: asyncpg.Connection, topic: str, user_id: str, org_id: str | None, limit: int
+) -> tuple[int, list[JournalRow]]:
+    """A consistent view of a topic for one user: its head watermark and visible documents.
+
+    Call inside a REPEATABLE READ transaction so both come from one snapshot.
+    """
+    head = await conn.fetchval("SELECT watermark FROM khala.topic_heads WHERE topic = $1", topic) or 0
+    recs = await conn.fetch(
+        "SELECT d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user, d.org_id"
+        " FROM khala.documents d JOIN khala.state s ON s.live_generation = d.generation"
+        " WHERE d.topic = $1 AND (d.owner_user = $2 OR (d.org_id IS NOT NULL AND d.org_id = $3))"
+        " ORDER BY d.doc_key LIMIT $4",
+        topic,
+        user_id,
+        org_id,
+        limit,
+    )
+    return int(head), _rows(list(recs))

@@ -1,0 +1,127 @@
+"""The Khala sync server: WebSocket sessions, HTTP hydration, status. Reads only.
+
+It connects to Postgres as `oa_khala_reader` (SELECT only), so even a bug here cannot
+write a read model: the single-writer rule holds in the database, not just in the code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import FastAPI, Header, Path, Query, Request, WebSocket
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+import oa
+from oa.khala.store import reader
+from oa.khala.sync.hub import Hub
+from oa.khala.sync.principal import TokenRefused, Verify
+from oa.khala.sync.session import Session, SessionLimits
+from oa.khala.topics import TOPICS
+
+
+def _error(status: int, code: str, message: str, **details: Any) -> Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def create_sync_app(reader_url: str, verify: Verify, limits: SessionLimits | None = None) -> FastAPI:
+    limits = limits or SessionLimits()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
+        hub = Hub(reader_url, pool)
+        await hub.start()
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="Khala sync", version=oa.__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+    )
+
+    @app.websocket("/sync/v1/ws")
+    async def ws_endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        hub: Hub = app.state.hub
+
+        async def send(data: bytes) -> None:
+            await ws.send_text(data.decode("utf-8"))
+
+        async def receive() -> str | bytes | None:
+            try:
+                msg = await ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return None
+            if msg["type"] == "websocket.disconnect":
+                return None
+            return msg.get("text") or msg.get("bytes") or ""
+
+        session = Session(hub, verify, send, receive, ws.headers.get("origin"), limits)
+        try:
+            await session.run()
+        finally:
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(4000 if session._closing else 1000)
+
+    @app.get(
+        "/sync/v1/topics/{topic}/snapshot", summary="Hydrate a topic: a consistent snapshot at a watermark"
+    )
+    async def snapshot(
+        request: Request,
+        topic: Annotated[str, Path(max_length=100)],
+        authorization: Annotated[str | None, Header()] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 5000,
+    ) -> Response:
+        if topic not in TOPICS:
+            return _error(404, "not_found", f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return _error(401, "unauthorized", "send Authorization: Bearer <sync token from control>")
+        try:
+            p = await verify(authorization[7:].strip(), request.headers.get("origin"))
+        except TokenRefused as exc:
+            return _error(401, exc.code, exc.message)
+        if topic not in p.scopes:
+            return _error(403, "forbidden_topic", f"your token does not grant {topic}", topic=topic)
+        hub: Hub = app.state.hub
+        async with hub.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            head, rows = await reader.snapshot(conn, topic, p.user_id, p.org_id, limit)
+        body = {
+            "topic": topic,
+            "watermark": head,
+            "documents": [r.wire() for r in rows],
+            "truncated": len(rows) == limit,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/sync/v1/status", summary="Topic heads and live subscriptions per topic")
+    async def status() -> Response:
+        hub: Hub = app.state.hub
+        body = {
+            "topics": {t: {"head": hub.heads.get(t, 0), "subscribers": hub.subscribers(t)} for t in TOPICS},
+            "sessions": len(hub.sessions),
+            "batches_dispatched": hub.batches_dispatched,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        await app.state.hub.pool.fetchval("SELECT 1")
+        return Response(orjson.dumps({"ok": True}), media_type="application/json")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

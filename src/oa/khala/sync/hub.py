@@ -1,0 +1,109 @@
+"""The fan-out hub: one per server process. Wakes on the projector's NOTIFY, reads the new
+journal rows once, and offers each projector batch to every session subscribed to it.
+
+Reading once per process and encoding once per (topics, user) per batch is what keeps the
+cost per subscriber low; the notification carries no data, so a lost one only delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from itertools import groupby
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from oa.khala.store import reader
+from oa.khala.store.reader import JournalRow
+from oa.khala.store.writer import NOTIFY_CHANNEL
+from oa.khala.topics import TOPIC_NAMES
+
+if TYPE_CHECKING:
+    from oa.khala.sync.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    def __init__(self, url: str, pool: asyncpg.Pool, poll_s: float = 1.0) -> None:
+        self._url = url
+        self.pool = pool
+        self._poll = poll_s
+        self.heads: dict[str, int] = dict.fromkeys(TOPIC_NAMES, 0)
+        self.sessions: set[Session] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches_dispatched = 0
+
+    async def start(self) -> None:
+        stored = await reader.heads(self.pool)
+        for topic, (head, _) in stored.items():
+            self.heads[topic] = head
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="khala-hub-listen"),
+            asyncio.create_task(self._pump(), name="khala-hub-pump"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def subscribers(self, topic: str) -> int:
+        return sum(1 for s in self.sessions if topic in s.topics)
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                lost = asyncio.Event()
+                conn = await asyncpg.connect(self._url)
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                delay = 0.1
+                self._wake.set()  # catch up on anything missed while disconnected
+                await lost.wait()
+            except asyncio.CancelledError:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                raise
+            except Exception as exc:
+                log.warning("khala hub lost its LISTEN connection: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _pump(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._wake.clear()
+            try:
+                while True:
+                    rows = await reader.rows_after(self.pool, self.heads)
+                    if not rows:
+                        break
+                    self.dispatch(rows)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Postgres restarting: keep trying, sessions stay up
+                log.warning("khala hub could not read the journal: %s", exc)
+                await asyncio.sleep(0.5)
+
+    def dispatch(self, rows: Iterable[JournalRow]) -> None:
+        """Offer each batch whole; runs without awaiting, so heads move batch by batch."""
+        for _, group in groupby(rows, key=lambda r: r.batch_id):
+            batch = list(group)
+            for r in batch:
+                if r.watermark > self.heads.get(r.topic, 0):
+                    self.heads[r.topic] = r.watermark
+            cache: dict[tuple[object, ...], bytes | None] = {}
+            for session in list(self.sessions):
+                session.offer(batch, self.heads, cache)
+            self.batches_dispatched += 1

@@ -1,0 +1,105 @@
+"""The sync protocol's messages as plain functions: parse what clients send, build what
+the server sends. No sockets here (`session.py` does the waiting).
+
+The shapes are defined in `proto/oa/sync/v1/sync.proto`; JSON on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from oa.khala.topics import TOPICS
+
+MAX_MESSAGE_BYTES = 64 * 1024
+READ_TYPES = frozenset({"auth", "refresh_token", "subscribe", "unsubscribe", "heartbeat"})
+
+
+class ProtocolError(Exception):
+    """A message the server refuses: becomes an `error` frame with this code."""
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+        self.extra = extra
+
+    def frame(self) -> bytes:
+        return error_frame(self.code, self.message, fatal=self.fatal, **self.extra)
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    topics: tuple[str, ...]
+    resume_after: dict[str, int] = field(default_factory=dict)
+    request_id: str = ""
+
+
+def parse(raw: str | bytes) -> dict[str, Any]:
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            "payload_too_large", f"messages are limited to {MAX_MESSAGE_BYTES} bytes; this one was {len(raw)}"
+        )
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("bad_request", "messages must be JSON objects with a `type`") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("bad_request", "messages must be JSON objects with a string `type`")
+    if msg["type"] not in READ_TYPES:
+        raise ProtocolError(
+            "forbidden",
+            f"{msg['type']!r} is refused: Khala is read-only for clients and the runtime is its only "
+            "writer; send changes to the runtime API. Allowed here: " + ", ".join(sorted(READ_TYPES)),
+        )
+    return msg
+
+
+def token_of(msg: dict[str, Any]) -> str:
+    token = msg.get("token")
+    if not isinstance(token, str) or not token:
+        raise ProtocolError(
+            "unauthorized", f"{msg['type']} needs a `token` (a sync token from control)", fatal=True
+        )
+    return token
+
+
+def parse_subscribe(msg: dict[str, Any], scopes: frozenset[str]) -> Subscribe:
+    topics = msg.get("topics")
+    if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
+        raise ProtocolError("bad_subscription", "subscribe needs `topics`: a non-empty list of topic names")
+    unknown = [t for t in topics if t not in TOPICS]
+    if unknown:
+        raise ProtocolError(
+            "bad_subscription", f"unknown topics {unknown}; known: {', '.join(TOPICS)}", topics=unknown
+        )
+    denied = [t for t in topics if t not in scopes]
+    if denied:
+        raise ProtocolError(
+            "forbidden_topic",
+            f"your token does not grant {denied}; ask control for a token with these scopes",
+            topic=denied[0],
+        )
+    resume = msg.get("resume_after", {}) or {}
+    if not isinstance(resume, dict):
+        raise ProtocolError("bad_subscription", "`resume_after` must map topic -> watermark")
+    cursors: dict[str, int] = {}
+    for topic, wm in resume.items():
+        if topic not in topics:
+            raise ProtocolError("bad_subscription", f"resume_after names {topic!r}, which is not in `topics`")
+        if not isinstance(wm, int) or isinstance(wm, bool) or wm < 0:
+            raise ProtocolError("bad_subscription", f"resume_after[{topic!r}] must be a non-negative integer")
+        cursors[topic] = wm
+    rid = msg.get("request_id", "")
+    return Subscribe(tuple(dict.fromkeys(topics)), cursors, rid if isinstance(rid, str) else "")
+
+
+def error_frame(code: str, message: str, *, fatal: bool = False, **extra: Any) -> bytes:
+    return orjson.dumps({"type": "error", "code": code, "message": message, "fatal": fatal, **extra})
+
+
+def frame(kind: str, **fields: Any) -> bytes:
+    return orjson.dumps({"type": kind, **fields})

@@ -1,0 +1,1 @@
+"""The projector: the only writer into Khala. Tails the journal, folds, commits atomically."""

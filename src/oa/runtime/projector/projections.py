@@ -1,0 +1,229 @@
+"""Projections: pure, deterministic folds of runtime events into Khala documents.
+
+A projection names the documents an event touches and folds the event into each one.
+Nothing here reads a clock or a database: the same events always give byte-identical
+documents, which is what makes a drop-and-rebuild (invariant 2) and an audit possible.
+Timestamps come from the events (`recorded_at`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from oa.runtime.domain.journal import Event
+from oa.runtime.domain.runs import RunStatus, next_status
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Projection:
+    name: str
+    topic: str
+    version: int
+    keys: Callable[[Event], list[str]]
+    fold: Callable[[Doc | None, Event, dict[str, Any]], Doc | None]
+
+
+def owner_of(principal: str) -> str:
+    """`user:alice` -> `alice`; other principals keep their full name."""
+    return principal[5:] if principal.startswith("user:") else principal
+
+
+# -- run summaries -------------------------------------------------------------------------
+
+
+def _run_keys(ev: Event) -> list[str]:
+    return [f"runtime/run_summary:{ev.stream_id}"] if ev.kind == "run" else []
+
+
+def _fold_run(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    d: Doc = (
+        dict(doc)
+        if doc
+        else {
+            "run_id": ev.stream_id,
+            "owner": owner_of(ev.principal),
+            "org_id": None,
+            "status": RunStatus.CREATED.value,
+            "created_at": ev.recorded_at,
+            "started_at": None,
+            "finished_at": None,
+            "model": None,
+            "event_count": 0,
+            "text_chars": 0,
+            "tool_calls": 0,
+            "tool_errors": 0,
+            "policy_allowed": 0,
+            "policy_denied": 0,
+            "spend_sats": 0,
+            "budget_exhausted": False,
+        }
+    )
+    t = ev.event_type
+    d["status"] = next_status(RunStatus(d["status"]), t, payload).status.value
+    d["last_seq"] = ev.seq
+    d["last_event_type"] = t
+    d["last_event_at"] = ev.recorded_at
+    d["event_count"] += 1
+    if t == "run.started":
+        d["started_at"] = ev.recorded_at
+        d["model"] = payload.get("model") or d["model"]
+        d["org_id"] = payload.get("org_id") or d["org_id"]
+    elif t == "run.finished":
+        d["finished_at"] = ev.recorded_at
+        d["finish_reason"] = payload.get("reason")
+    elif t == "text.delta":
+        d["text_chars"] += len(str(payload.get("text", "")))
+    elif t == "tool.call":
+        d["tool_calls"] += 1
+    elif t == "tool.result" and payload.get("ok") is False:
+        d["tool_errors"] += 1
+    elif t == "policy.decision":
+        allowed = payload.get("decision") == "allow"
+        d["policy_allowed" if allowed else "policy_denied"] += 1
+        budget = payload.get("budget") or {}
+        if allowed and isinstance(budget.get("requested_sats"), int):
+            d["spend_sats"] += budget["requested_sats"]
+    elif t == "policy.budget_exhausted":
+        d["budget_exhausted"] = True
+    elif t == "run.cancel_requested":
+        d["cancel_reason"] = payload.get("reason")
+    return d
+
+
+# -- codex workers ------------------------------------------------------------------------
+
+_WORKER_STATUS_BY_EVENT = {"worker.started": "running", "worker.stopped": "stopped"}
+
+
+def _worker_keys(ev: Event) -> list[str]:
+    return [f"runtime/codex_worker_summary:{ev.stream_id}"] if ev.kind == "worker" else []
+
+
+def _fold_worker(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    d: Doc = (
+        dict(doc)
+        if doc
+        else {
+            "worker_id": ev.stream_id,
+            "owner": owner_of(ev.principal),
+            "org_id": None,
+            "status": "starting",
+            "created_at": ev.recorded_at,
+            "event_count": 0,
+            "last_heartbeat_at": None,
+            "errors": 0,
+        }
+    )
+    t = ev.event_type
+    d["last_seq"] = ev.seq
+    d["last_event_type"] = t
+    d["last_event_at"] = ev.recorded_at
+    d["event_count"] += 1
+    status = payload.get("status")
+    if isinstance(status, str) and status:
+        d["status"] = status
+    elif t in _WORKER_STATUS_BY_EVENT:
+        d["status"] = _WORKER_STATUS_BY_EVENT[t]
+    if t == "worker.heartbeat":
+        d["last_heartbeat_at"] = ev.recorded_at
+    elif t == "worker.error":
+        d["errors"] += 1
+    for field in ("workspace_ref", "org_id", "adapter"):
+        if isinstance(payload.get(field), str) and payload[field]:
+            d[field] = payload[field]
+    return d
+
+
+def _worker_event_keys(ev: Event) -> list[str]:
+    return [f"runtime/codex_worker_event:{ev.stream_id}:{ev.seq}"] if ev.kind == "worker" else []
+
+
+def _fold_worker_event(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    return {
+        "worker_id": ev.stream_id,
+        "owner": owner_of(ev.principal),
+        "org_id": payload.get("org_id") if isinstance(payload.get("org_id"), str) else None,
+        "seq": ev.seq,
+        "event_type": ev.event_type,
+        "payload": payload,
+        "recorded_at": ev.recorded_at,
+    }
+
+
+# -- notifications --------------------------------------------------------------------------
+
+_NOTIFY = {
+    ("run.finished", "succeeded"): "run_succeeded",
+    ("run.finished", "failed"): "run_failed",
+    ("run.finished", "canceled"): "run_canceled",
+}
+
+
+def _notification_kind(ev: Event, payload: dict[str, Any]) -> str | None:
+    if ev.kind != "run":
+        return None
+    if ev.event_type == "policy.budget_exhausted":
+        return "budget_exhausted"
+    if ev.event_type == "run.executor_lost":
+        return "executor_lost"
+    return _NOTIFY.get((ev.event_type, str(payload.get("status"))))
+
+
+def _notification_keys(ev: Event) -> list[str]:
+    if ev.kind != "run" or ev.event_type not in (
+        "run.finished",
+        "policy.budget_exhausted",
+        "run.executor_lost",
+    ):
+        return []
+    return [f"runtime/notification:{ev.stream_id}"]
+
+
+_MESSAGES = {
+    "run_succeeded": "Run {run} finished successfully.",
+    "run_failed": "Run {run} failed.",
+    "run_canceled": "Run {run} was canceled.",
+    "budget_exhausted": "Run {run} hit its spend budget.",
+    "executor_lost": "Run {run} lost its executor.",
+}
+
+
+def _fold_notification(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc | None:
+    """One notification document per run, addressed to its owner, notices oldest first."""
+    d: Doc = dict(doc) if doc else {"run_id": ev.stream_id, "owner": owner_of(ev.principal), "notices": []}
+    kind = _notification_kind(ev, payload)
+    if kind is None:
+        return doc
+    d["notices"] = [
+        *d["notices"],
+        {
+            "kind": kind,
+            "seq": ev.seq,
+            "at": ev.recorded_at,
+            "message": _MESSAGES[kind].format(run=ev.stream_id),
+        },
+    ]
+    d["latest"] = kind
+    return d
+
+
+PROJECTIONS: tuple[Projection, ...] = (
+    Projection("run_summaries", "runtime.run_summaries", 1, _run_keys, _fold_run),
+    Projection("codex_worker_summaries", "runtime.codex_worker_summaries", 1, _worker_keys, _fold_worker),
+    Projection(
+        "codex_worker_events", "runtime.codex_worker_events", 1, _worker_event_keys, _fold_worker_event
+    ),
+    Projection("notifications", "runtime.notifications", 1, _notification_keys, _fold_notification),
+)
+BY_NAME = {p.name: p for p in PROJECTIONS}
+
+
+def decode(ev: Event) -> dict[str, Any]:
+    payload = orjson.loads(ev.payload_json)
+    return payload if isinstance(payload, dict) else {}

@@ -1,0 +1,160 @@
+"""The projector loop: tail the runtime journal in commit order, fold, commit to Khala.
+
+One projector at a time per deployment: it holds a Postgres advisory lock while it runs, so
+a second one (another runtime process) waits as a hot standby and takes over if the first
+dies. Each batch is one transaction: documents, journal rows and checkpoints commit
+together, so a kill -9 anywhere leaves either all of a batch or none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from oa.khala.store import writer
+from oa.runtime.adapters.journal_sql import read_journal
+from oa.runtime.projector.fold import fold_batch, keys_for
+from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
+
+log = logging.getLogger(__name__)
+LEADER_LOCK = 7_270_431_002
+
+
+@dataclass
+class Checkpoint:
+    position: int
+    failed_at: int | None
+    error: str | None
+
+
+async def load_checkpoints(conn: asyncpg.Connection, generation: int) -> dict[str, Checkpoint]:
+    rows = await conn.fetch(
+        "SELECT projection, position, failed_at_position, error FROM khala.checkpoints WHERE generation = $1",
+        generation,
+    )
+    return {r["projection"]: Checkpoint(r["position"], r["failed_at_position"], r["error"]) for r in rows}
+
+
+async def load_docs(conn: asyncpg.Connection, generation: int, keys: set[str]) -> dict[str, tuple[Doc, int]]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT doc_key, payload, doc_version FROM khala.documents WHERE generation = $1 AND doc_key = ANY($2::text[])",
+        generation,
+        list(keys),
+    )
+    return {r["doc_key"]: (orjson.loads(r["payload"]), r["doc_version"]) for r in rows}
+
+
+async def project_batch(
+    conn: asyncpg.Connection,
+    generation: int | None = None,
+    projections: Sequence[Projection] = PROJECTIONS,
+    batch_size: int = 1000,
+    journal: bool = True,
+) -> int:
+    """Fold and commit one batch; returns how many journal events it read (0 = caught up)."""
+    async with conn.transaction():
+        # The state row lock serializes batches with a rebuild's switch of generations.
+        live = await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1 FOR UPDATE")
+        gen = live if generation is None else generation
+        cps = await load_checkpoints(conn, gen)
+        healthy = [p for p in projections if p.name not in cps or cps[p.name].failed_at is None]
+        if not healthy:
+            return 0
+        positions = {p.name: cps[p.name].position if p.name in cps else 0 for p in healthy}
+        start = min(positions.values())
+        events = await read_journal(conn, start, batch_size)
+        if not events:
+            return 0
+        current = await load_docs(conn, gen, keys_for(healthy, events))
+        result = fold_batch(healthy, events, positions, current)
+        for f in result.failures:
+            log.error("projection %s stopped at position %d: %s", f.projection, f.position, f.message)
+            await writer.record_failure(conn, gen, f.projection, f.position, f.message)
+        await writer.apply(conn, gen, result.changes, result.checkpoints, journal=journal and gen == live)
+        return len(events)
+
+
+async def lag(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, object]]:
+    """Per projection: events behind the journal head and seconds since the oldest unseen one."""
+    head = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
+    rows = await conn.fetch(
+        "SELECT c.projection, c.position, c.failed_at_position, c.error,"
+        " (SELECT extract(epoch FROM now() - e.recorded_at) FROM runtime.events e"
+        "   WHERE e.position = c.position + 1) AS behind_s"
+        " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
+    )
+    out: dict[str, dict[str, object]] = {
+        p.name: {"position": 0, "events_behind": head, "seconds_behind": None, "error": None}
+        for p in PROJECTIONS
+    }
+    for r in rows:
+        out[r["projection"]] = {
+            "position": r["position"],
+            "events_behind": head - r["position"],
+            "seconds_behind": float(r["behind_s"]) if r["behind_s"] is not None else 0.0,
+            "error": r["error"],
+        }
+    return out
+
+
+class Projector:
+    """Runs `project_batch` whenever the journal moves, while holding the leader lock."""
+
+    def __init__(self, writer_url: str, batch_size: int = 1000, idle_poll_s: float = 1.0) -> None:
+        self._url = writer_url
+        self._batch = batch_size
+        self._idle = idle_poll_s
+        self._task: asyncio.Task[None] | None = None
+        self.leader = False
+        self.last_batch_at = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="oa-projector")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: reconnect with backoff
+                log.warning("projector lost its connection (%s); retrying", exc)
+                self.leader = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _lead(self) -> None:
+        conn = await asyncpg.connect(self._url)
+        woke = asyncio.Event()
+        try:
+            await conn.execute("SET TIME ZONE 'UTC'")
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):  # noqa: ASYNC110
+                await asyncio.sleep(self._idle)  # a hot standby
+            self.leader = True
+            await conn.add_listener("oa_journal", lambda *_: woke.set())
+            while True:
+                woke.clear()
+                while await project_batch(conn, batch_size=self._batch):
+                    self.last_batch_at = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woke.wait(), self._idle)
+        finally:
+            self.leader = False
+            with contextlib.suppress(Exception):
+                await conn.close()

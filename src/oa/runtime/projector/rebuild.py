@@ -1,0 +1,146 @@
+"""Rebuild, audit and reset: the projections are derived, so they can always be redone.
+
+`rebuild` folds the whole journal into a fresh generation beside the live one (clients stay
+connected to the live one), then, holding the state row lock that every projector batch
+takes, brings both to the journal head, compares them document by document (parity),
+journals whatever differs so connected clients converge, switches `live_generation`
+atomically and drops the old generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+
+from oa.khala.store import writer
+from oa.runtime.adapters.journal_sql import read_journal
+from oa.runtime.projector.fold import doc_change, fold_batch
+from oa.runtime.projector.projections import BY_NAME, PROJECTIONS, Doc
+from oa.runtime.projector.projector import project_batch
+
+Progress = Callable[[int, int], None]  # (events folded so far, journal head)
+
+
+@dataclass
+class ParityReport:
+    documents: int = 0
+    drift: list[str] = field(default_factory=list)
+    events: int = 0
+
+
+async def journal_head(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1"))
+
+
+async def _docs(conn: asyncpg.Connection, generation: int) -> dict[str, tuple[str, str, int, str]]:
+    rows = await conn.fetch(
+        "SELECT doc_key, topic, payload_hash, doc_version, payload FROM khala.documents WHERE generation = $1",
+        generation,
+    )
+    return {r["doc_key"]: (r["topic"], r["payload_hash"], r["doc_version"], r["payload"]) for r in rows}
+
+
+async def rebuild(
+    conn: asyncpg.Connection, progress: Progress | None = None, batch: int = 5000
+) -> ParityReport:
+    live = int(await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1"))
+    new = 1 + int(
+        await conn.fetchval(
+            "SELECT greatest(max(generation), $1) FROM (SELECT generation FROM khala.checkpoints"
+            " UNION ALL SELECT generation FROM khala.documents) g",
+            live,
+        )
+    )
+    head = await journal_head(conn)
+    done = 0
+    while n := await project_batch(conn, generation=new, batch_size=batch, journal=False):
+        done += n
+        if progress:
+            progress(done, head)
+    report = ParityReport(events=done)
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM khala.state WHERE id = 1 FOR UPDATE")
+        while await project_batch(conn, batch_size=batch):  # live to the head
+            pass
+        while await project_batch(conn, generation=new, batch_size=batch, journal=False):
+            pass
+        old_docs, new_docs = await _docs(conn, live), await _docs(conn, new)
+        report.documents = len(new_docs)
+        changes = []
+        for key in sorted(set(old_docs) | set(new_docs)):
+            o, n_ = old_docs.get(key), new_docs.get(key)
+            if o is not None and n_ is not None and o[1] == n_[1] and o[2] == n_[2]:
+                continue
+            report.drift.append(key)
+            if n_ is not None:
+                topic, _, version, payload = n_
+                proj = next(p for p in PROJECTIONS if p.topic == topic)
+                changes.append(doc_change(proj, key, orjson.loads(payload), version))
+            else:
+                topic, _, version, _ = o  # type: ignore[misc]
+                proj = next(p for p in PROJECTIONS if p.topic == topic)
+                changes.append(doc_change(proj, key, None, version))
+        # Journal the differences against the new generation, then make it live.
+        await writer.apply(conn, new, changes, {}, journal=True)
+        await conn.execute("UPDATE khala.state SET live_generation = $1 WHERE id = 1", new)
+        await conn.execute("DELETE FROM khala.documents WHERE generation = $1", live)
+        await conn.execute("DELETE FROM khala.checkpoints WHERE generation = $1", live)
+    return report
+
+
+async def audit(
+    conn: asyncpg.Connection, progress: Progress | None = None, batch: int = 5000
+) -> ParityReport:
+    """Compare every live document with a fresh in-memory fold of the journal."""
+    report = ParityReport()
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        live = int(await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1"))
+        rows = await conn.fetch(
+            "SELECT projection, position FROM khala.checkpoints WHERE generation = $1", live
+        )
+        upto = {r["projection"]: r["position"] for r in rows}
+        stored = await _docs(conn, live)
+        projections = [BY_NAME[name] for name in upto if name in BY_NAME]
+        docs: dict[str, tuple[Doc, int]] = {}
+        cps = dict.fromkeys(upto, 0)
+        head = max(upto.values(), default=0)
+        after = 0
+        while after < head:
+            events = [e for e in await read_journal(conn, after, batch) if e.position <= head]
+            if not events:
+                break
+            for p in projections:
+                mine = [e for e in events if e.position <= upto[p.name]]
+                result = fold_batch([p], mine, cps, docs)
+                for ch in result.changes:
+                    if ch.payload is None:
+                        docs.pop(ch.doc_key, None)
+                    else:
+                        docs[ch.doc_key] = (orjson.loads(ch.payload), ch.doc_version)
+                cps.update(result.checkpoints)
+            after = events[-1].position
+            report.events = after
+            if progress:
+                progress(after, head)
+        expected: dict[str, tuple[str, int]] = {}
+        for key, (d, v) in docs.items():
+            ch = doc_change(PROJECTIONS[0], key, d, v)
+            expected[key] = (ch.payload_hash or "", v)
+        report.documents = len(stored)
+        for key in sorted(set(expected) | set(stored)):
+            e, s = expected.get(key), stored.get(key)
+            if e is None or s is None or e[0] != s[1] or e[1] != s[2]:
+                report.drift.append(key)
+    return report
+
+
+async def reset(conn: asyncpg.Connection) -> None:
+    """Empty Khala entirely (every table, every counter): what a drop-and-rebuild starts from."""
+    await conn.execute(
+        "TRUNCATE khala.documents, khala.topic_heads, khala.stream_journal, khala.checkpoints, khala.errors;"
+        " UPDATE khala.state SET live_generation = 1 WHERE id = 1;"
+        " SELECT setval('khala.batch_ids', 1, false)"
+    )
