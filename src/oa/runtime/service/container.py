@@ -8,6 +8,8 @@ from oa.runtime.adapters.listener import JournalListener
 from oa.runtime.api.app import create_app
 from oa.runtime.service.appender import GroupAppender
 from oa.runtime.service.runs import RunService
+from oa.runtime.service.sweeper import Sweeper
+from oa.runtime.service.workers import WorkerService
 from oa.runtime.settings import RuntimeSettings
 from oa.store.database import Database
 
@@ -23,8 +25,23 @@ def build_runtime_app(database_url: str, settings: RuntimeSettings, pool_size: i
         app.state.appender = appender
         app.state.listener = listener
         app.state.runs = RunService(db, appender, listener, settings.stream_replay_window)
+        workers = WorkerService(
+            db,
+            appender,
+            listener,
+            stale_after_ms=settings.worker_stale_after_ms,
+            replay_window=settings.stream_replay_window,
+        )
+        app.state.workers = workers
+        sweeper = Sweeper(
+            [("lost_executors", lambda: workers.sweep_lost_executors(settings.worker_lost_after_ms))],
+            settings.sweep_interval_s,
+        )
+        sweeper.start()
+        app.state.sweeper = sweeper
 
     async def stop(app: FastAPI) -> None:
+        await app.state.sweeper.stop()
         await app.state.appender.stop()
         await app.state.listener.stop()
         await app.state.db.close()
