@@ -34,11 +34,15 @@ async def hashes(conn: asyncpg.Connection) -> dict[str, str]:
     return {r["doc_key"]: r["payload_hash"] for r in rows}
 
 
-async def test_run_summary_and_notification(client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection) -> None:
+async def test_run_summary_and_notification(
+    client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection
+) -> None:
     url = f"/internal/v1/runs/{run_id}/events"
     await client.post(url, json={"event_type": "run.started", "payload": {"model": "m1", "org_id": "acme"}})
     await client.post(url, json={"event_type": "text.delta", "payload": {"text": "hello"}})
-    await client.post(url, json={"event_type": "tool.call", "payload": {"tool_call_id": "t1", "tool": "grep"}})
+    await client.post(
+        url, json={"event_type": "tool.call", "payload": {"tool_call_id": "t1", "tool": "grep"}}
+    )
     await client.post(url, json={"event_type": "run.finished", "payload": {"status": "succeeded"}})
     await catch_up(writer_conn)
     summary = await doc(writer_conn, f"runtime/run_summary:{run_id}")
@@ -77,10 +81,20 @@ async def test_failing_projection_stops_loudly_others_go_on(
         return {"owner": "alice", "n": 1}
 
     name = f"exploding_{run_id}"
-    bad = Projection(name, "runtime.notifications", 1, lambda ev: [f"runtime/notification:x-{ev.stream_id}"] if ev.kind == "run" else [], explode)
+    bad = Projection(
+        name,
+        "runtime.notifications",
+        1,
+        lambda ev: [f"runtime/notification:x-{ev.stream_id}"] if ev.kind == "run" else [],
+        explode,
+    )
     projections = (*PROJECTIONS, bad)
-    await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": "boom"}})
-    await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": "after"}})
+    await client.post(
+        f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": "boom"}}
+    )
+    await client.post(
+        f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": "after"}}
+    )
     await catch_up(writer_conn, projections=projections)
     row = await writer_conn.fetchrow(
         "SELECT c.failed_at_position, c.error FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
@@ -95,7 +109,9 @@ async def test_failing_projection_stops_loudly_others_go_on(
     await writer_conn.execute("DELETE FROM khala.checkpoints WHERE projection = $1", name)
 
 
-async def test_drop_and_rebuild_is_byte_identical(client: httpx.AsyncClient, writer_conn: asyncpg.Connection) -> None:
+async def test_drop_and_rebuild_is_byte_identical(
+    client: httpx.AsyncClient, writer_conn: asyncpg.Connection
+) -> None:
     for i in range(5):
         url = f"/internal/v1/runs/rebuild-{i}/events/batch"
         events = [{"event_type": "run.started", "payload": {"model": f"m{i}"}}]
@@ -111,7 +127,9 @@ async def test_drop_and_rebuild_is_byte_identical(client: httpx.AsyncClient, wri
     assert await hashes(writer_conn) == before
 
 
-async def test_audit_finds_drift_and_rebuild_repairs_it(client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection, db: object) -> None:
+async def test_audit_finds_drift_and_rebuild_repairs_it(
+    client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection, db: object
+) -> None:
     await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {}})
     await catch_up(writer_conn)
     clean = await audit(writer_conn)
@@ -123,10 +141,14 @@ async def test_audit_finds_drift_and_rebuild_repairs_it(client: httpx.AsyncClien
         key,
     )
     assert key in (await audit(writer_conn)).drift
-    wm_before = await writer_conn.fetchval("SELECT watermark FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'")
+    wm_before = await writer_conn.fetchval(
+        "SELECT watermark FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'"
+    )
     report = await rebuild(writer_conn)
     assert key in report.drift
     assert (await audit(writer_conn)).drift == []
     # The repaired document was journaled, so connected clients converge too.
-    wm_after = await writer_conn.fetchval("SELECT watermark FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'")
+    wm_after = await writer_conn.fetchval(
+        "SELECT watermark FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'"
+    )
     assert wm_after > wm_before

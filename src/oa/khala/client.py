@@ -62,7 +62,7 @@ class KhalaClient:
         topics: list[str],
         *,
         on_change: ChangeCallback | None = None,
-        refresh_before_s: float = 30.0,
+        refresh_before_s: float | None = 30.0,
         heartbeat_s: float = 15.0,
         max_backoff_s: float = 5.0,
         hydrate: bool = True,
@@ -131,10 +131,12 @@ class KhalaClient:
                 if code in ("slow_consumer", "rate_limited"):
                     await asyncio.sleep(int(exc.frame.get("reconnect_after_ms", 1000)) / 1000)
                     continue
-                if code not in ("token_expired", "unauthorized", "idle_timeout", "internal_error"):
+                if code != "token_expired":
                     log.warning("khala refused: %s", exc)
             except (OSError, ConnectionClosed, httpx.HTTPError) as exc:
                 log.info("khala connection lost (%s); reconnecting", type(exc).__name__)
+            except Exception:
+                log.exception("khala client failed; reconnecting")
             self.live.clear()
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self._max_backoff)
@@ -175,7 +177,11 @@ class KhalaClient:
         last_beat = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
-            if self._expires_at and time.time() >= self._expires_at - self._refresh_before:
+            if (
+                self._refresh_before is not None
+                and self._expires_at
+                and time.time() >= self._expires_at - self._refresh_before
+            ):
                 token = await self._token_provider()
                 await ws.send(orjson.dumps({"type": "refresh_token", "token": token}).decode())
                 self._expires_at = time.time() + self._refresh_before + 1  # until token_refreshed says
@@ -192,6 +198,7 @@ class KhalaClient:
         elif kind == "token_refreshed":
             self._expires_at = float(frame.get("expires_at", 0))
             self.stats.refreshes += 1
+            asyncio.get_running_loop().create_task(self._notify())
         elif kind == "error":
             self.stats.errors.append(frame)
             if frame.get("fatal") or frame.get("code") == "stale_cursor":

@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 ROW_COLUMNS = "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id"
+_J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in ROW_COLUMNS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ async def rows_after(
         return []
     hi = [upto.get(t, 2**62) if upto is not None else 2**62 for t in topics]
     recs = await conn.fetch(
-        f"SELECT {ROW_COLUMNS} FROM khala.stream_journal j"
+        f"SELECT {_J_COLUMNS} FROM khala.stream_journal j"
         " JOIN unnest($1::text[], $2::bigint[], $3::bigint[]) AS c(topic, lo, hi)"
         " ON j.topic = c.topic AND j.watermark > c.lo AND j.watermark <= c.hi"
         " ORDER BY j.batch_id, j.topic, j.watermark LIMIT $4",

@@ -19,10 +19,11 @@ class SyncPrincipal:
 class TokenRefused(Exception):
     """A token the server will not accept; `code` is the protocol error code to send."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason or code
 
 
 # (token, Origin header or None) -> principal, or raise TokenRefused.

@@ -183,7 +183,7 @@ class Session:
         try:
             p = await self._verify(token, self._origin)
         except TokenRefused as exc:
-            raise ProtocolError(exc.code, exc.message, fatal=not refresh) from None
+            raise ProtocolError(exc.code, exc.message, fatal=not refresh, reason=exc.reason) from None
         if refresh and self.principal is not None and p.user_id != self.principal.user_id:
             raise ProtocolError("unauthorized", "a refreshed token must be for the same user", fatal=True)
         self.principal = p
@@ -315,7 +315,11 @@ class Session:
                 self._enqueue(protocol.frame("heartbeat", sent_at_ms=int(time.time() * 1000)))
 
     def revoke(self, reason: str) -> None:
-        self.fail(ProtocolError("unauthorized", f"your token was revoked ({reason})", fatal=True))
+        self.fail(
+            ProtocolError(
+                "unauthorized", f"your token was revoked ({reason}); sign in again", fatal=True, reason=reason
+            )
+        )
 
 
 def batch_frame(rows: list[JournalRow], replay_complete: bool, heads: Mapping[str, int]) -> bytes:
