@@ -4,6 +4,22 @@
     ├── InvalidRequest           invalid_request   400
     │   └── PayloadTooLarge      invalid_request   413
     ├── Unauthorized             unauthorized      401
+    │   └── TokenRejected        (one code each)   401   a sync token the verifier refused:
+    │       ├── TokenMalformed       token_malformed       not three base64url JSON parts
+    │       ├── TokenTooLarge        token_too_large       longer than the verifier accepts
+    │       ├── AlgNotAllowed        alg_not_allowed       `none`, HS256-with-public-key, ...
+    │       ├── UnknownKid           unknown_kid           not in the JWKS, even after a refetch
+    │       ├── BadSignature         bad_signature         tampered header, payload or scopes
+    │       ├── WrongIssuer          wrong_issuer
+    │       ├── WrongAudience        wrong_audience        minted for another resource
+    │       ├── TokenExpired         token_expired
+    │       ├── TokenNotYetValid     token_not_yet_valid   `nbf`/`iat` in the future
+    │       ├── MissingClaim         missing_claim
+    │       ├── BadClaims            bad_claims            wrong types, sub/user mismatch, TTL
+    │       ├── BadScopes            bad_scopes            unknown or empty sync scopes
+    │       ├── TokenRevoked         token_revoked         its `jti` was revoked
+    │       ├── SessionRevoked       session_revoked       its session (`sid`) was revoked
+    │       └── OriginNotAllowed     origin_not_allowed    Origin outside the allow-list
     ├── Forbidden                forbidden         403
     ├── NotFound                 not_found         404
     ├── Conflict                 conflict          409
@@ -11,6 +27,7 @@
     │   ├── SeqMismatch          conflict          409
     │   └── IdempotencyConflict  conflict          409
     ├── StaleCursor              stale_cursor      410
+    ├── RateLimited              rate_limited      429
     └── InternalError            internal_error    500
 
 Each carries a message that says what was wrong and how to fix it, and `details` a
@@ -49,6 +66,72 @@ class Unauthorized(OAError):
     status = 401
 
 
+class TokenRejected(Unauthorized):
+    """A sync token was refused; `code` says exactly why (see the tree above)."""
+
+    code = "token_rejected"
+
+
+class TokenMalformed(TokenRejected):
+    code = "token_malformed"
+
+
+class TokenTooLarge(TokenRejected):
+    code = "token_too_large"
+
+
+class AlgNotAllowed(TokenRejected):
+    code = "alg_not_allowed"
+
+
+class UnknownKid(TokenRejected):
+    code = "unknown_kid"
+
+
+class BadSignature(TokenRejected):
+    code = "bad_signature"
+
+
+class WrongIssuer(TokenRejected):
+    code = "wrong_issuer"
+
+
+class WrongAudience(TokenRejected):
+    code = "wrong_audience"
+
+
+class TokenExpired(TokenRejected):
+    code = "token_expired"
+
+
+class TokenNotYetValid(TokenRejected):
+    code = "token_not_yet_valid"
+
+
+class MissingClaim(TokenRejected):
+    code = "missing_claim"
+
+
+class BadClaims(TokenRejected):
+    code = "bad_claims"
+
+
+class BadScopes(TokenRejected):
+    code = "bad_scopes"
+
+
+class TokenRevoked(TokenRejected):
+    code = "token_revoked"
+
+
+class SessionRevoked(TokenRejected):
+    code = "session_revoked"
+
+
+class OriginNotAllowed(TokenRejected):
+    code = "origin_not_allowed"
+
+
 class Forbidden(OAError):
     code = "forbidden"
     status = 403
@@ -79,6 +162,13 @@ class IdempotencyConflict(Conflict):
 class StaleCursor(OAError):
     code = "stale_cursor"
     status = 410
+
+
+class RateLimited(OAError):
+    """Too many attempts (e.g. failed sign-ins); `details.retry_after_s` says when to retry."""
+
+    code = "rate_limited"
+    status = 429
 
 
 class InternalError(OAError):

@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from oa.control.service.container import build_control_app
+from oa.control.settings import ControlSettings
 from oa.deployment import LocalDeployment
 from oa.runtime.service.container import build_runtime_app
 from oa.runtime.settings import RuntimeSettings
@@ -65,6 +67,27 @@ def runtime_server(
     secret_env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
     secret = secret_env.encode() if secret_env else load_or_create_secret(dep.caller_secret_file)
     app = build_runtime_app(url, RuntimeSettings.from_env(secret), pool_size=pool_size)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    return EmbeddedServer(config)
+
+
+def control_server(
+    url: str, dep: LocalDeployment, host: str, port: int, pool_size: int = 10
+) -> uvicorn.Server:
+    """Control (auth authority) on its own port; its issuer is its own URL unless
+    OA_CONTROL_ISSUER says otherwise."""
+    settings = ControlSettings.from_env(dep.home, issuer=f"http://{host}:{port}")
+    app = build_control_app(url, settings, pool_size=pool_size)
     config = uvicorn.Config(
         app,
         host=host,

@@ -1,0 +1,1 @@
+"""Control's SQL (schema `control`); the only code that reads or writes those tables."""

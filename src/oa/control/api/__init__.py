@@ -1,0 +1,1 @@
+"""Control's HTTP API: `/api/auth`, `/api/sync`, `/.well-known`."""

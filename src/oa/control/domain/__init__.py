@@ -1,0 +1,1 @@
+"""Control's rules as pure functions: scopes, token claims and lifetimes, key schedules."""

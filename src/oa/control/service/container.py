@@ -1,0 +1,29 @@
+"""Control's composition: database, keyring (with its reload loop), accounts, tokens."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from oa.control.api.app import create_app
+from oa.control.service.accounts import Accounts
+from oa.control.service.keyring import Keyring
+from oa.control.service.tokens import SyncTokens
+from oa.control.settings import ControlSettings
+from oa.store.database import Database
+
+
+def build_control_app(database_url: str, settings: ControlSettings, pool_size: int = 10) -> FastAPI:
+    async def start(app: FastAPI) -> None:
+        db = await Database.connect(database_url, max_size=pool_size)
+        keyring = Keyring(db, settings)
+        await keyring.start()
+        app.state.db = db
+        app.state.keyring = keyring
+        app.state.accounts = Accounts(db, settings)
+        app.state.tokens = SyncTokens(db, keyring, settings)
+
+    async def stop(app: FastAPI) -> None:
+        await app.state.keyring.stop()
+        await app.state.db.close()
+
+    return create_app(settings, start, stop)
