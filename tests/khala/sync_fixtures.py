@@ -81,3 +81,10 @@ def token_provider(user: str, org: str = "", ttl: int = 300) -> Callable[[], obj
         return mint(user, org, ttl=ttl)
 
     return provide
+
+
+def jwks_document() -> dict[str, object]:
+    from jwt.algorithms import ECAlgorithm
+
+    jwk = ECAlgorithm.to_jwk(_KEY.public_key(), as_dict=True)
+    return {"keys": [{**jwk, "kid": KID, "alg": "ES256", "use": "sig"}]}

@@ -19,10 +19,12 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 import oa
+from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import TokenRefused, Verify
 from oa.khala.sync.session import Session, SessionLimits
+from oa.khala.sync.tokens import close_revoked_sessions
 from oa.khala.topics import TOPICS
 
 
@@ -31,7 +33,13 @@ def _error(status: int, code: str, message: str, **details: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def create_sync_app(reader_url: str, verify: Verify, limits: SessionLimits | None = None) -> FastAPI:
+def create_sync_app(
+    reader_url: str,
+    verify: Verify,
+    limits: SessionLimits | None = None,
+    revocations: RevocationList | None = None,
+) -> FastAPI:
+    """`revocations`, when given, is polled while the app runs and closes revoked sockets."""
     limits = limits or SessionLimits()
 
     @asynccontextmanager
@@ -40,9 +48,14 @@ def create_sync_app(reader_url: str, verify: Verify, limits: SessionLimits | Non
         hub = Hub(reader_url, pool)
         await hub.start()
         app.state.hub = hub
+        if revocations is not None:
+            close_revoked_sessions(revocations, hub)
+            await revocations.start()
         try:
             yield
         finally:
+            if revocations is not None:
+                await revocations.stop()
             await hub.stop()
             await pool.close()
 

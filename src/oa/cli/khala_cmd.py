@@ -1,0 +1,205 @@
+"""`oa khala ...`: serve, project, status, rebuild, audit, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import asyncpg
+import typer
+import uvicorn
+import uvloop
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from oa.deployment import LocalDeployment
+from oa.khala.sync.app import create_sync_app
+from oa.khala.sync.config import verifier_from_env
+from oa.khala.sync.tokens import verify_with
+from oa.khala.topics import TOPICS
+from oa.runtime.projector.projector import Projector, lag
+from oa.runtime.projector.rebuild import audit as run_audit
+from oa.runtime.projector.rebuild import rebuild as run_rebuild
+from oa.store.database import with_user
+
+app = typer.Typer(
+    help="Khala: the sync layer (derived read models, live subscriptions).", no_args_is_help=True
+)
+console = Console()
+
+WRITER_ROLE = "oa_khala_writer"
+READER_ROLE = "oa_khala_reader"
+
+
+def database_url() -> str:
+    from oa.store import resolve_database_url
+
+    return os.environ.get("OA_DATABASE_URL") or resolve_database_url(LocalDeployment.from_env().home)
+
+
+def khala_server(url: str, host: str, port: int) -> uvicorn.Server:
+    """The sync server (SELECT-only role) on its own port."""
+    from oa.cli.serve import EmbeddedServer
+
+    setup = verifier_from_env(home=LocalDeployment.from_env().home)
+    sync_app = create_sync_app(
+        with_user(url, READER_ROLE), verify_with(setup.verifier), revocations=setup.revocations
+    )
+    config = uvicorn.Config(
+        sync_app, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
+        ws="websockets", ws_max_size=1 << 20, access_log=False, lifespan="on", timeout_graceful_shutdown=2,
+    )  # fmt: skip
+    return EmbeddedServer(config)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="OA_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
+) -> None:
+    """Serve only the sync server (the projector runs inside the runtime, or `oa khala project`)."""
+    from oa.cli.serve import serve_all
+
+    server = khala_server(database_url(), host, port)
+    uvloop.run(
+        serve_all([server], on_ready=lambda: print(f"khala listening on http://{host}:{port}", flush=True))
+    )
+
+
+@app.command()
+def project() -> None:
+    """Run only the projector (it waits as a standby while another one leads)."""
+
+    async def main() -> None:
+        projector = Projector(with_user(database_url(), WRITER_ROLE))
+        projector.start()
+        print("projector started", flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+@app.command()
+def status() -> None:
+    """Projector lag per projection (events and seconds) and topic heads."""
+
+    async def main() -> None:
+        conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
+        try:
+            table = Table(
+                "projection", "position", "events behind", "seconds behind", "error", title="projector"
+            )
+            for name, row in (await lag(conn)).items():
+                secs = row["seconds_behind"]
+                table.add_row(
+                    name,
+                    str(row["position"]),
+                    str(row["events_behind"]),
+                    f"{secs:.2f}" if isinstance(secs, float) else "-",
+                    str(row["error"] or ""),
+                )
+            console.print(table)
+            heads = await conn.fetch(
+                "SELECT topic, watermark, retention_floor FROM khala.topic_heads ORDER BY topic"
+            )
+            t2 = Table("topic", "head watermark", "retention floor", title="topics")
+            for r in heads:
+                t2.add_row(r["topic"], str(r["watermark"]), str(r["retention_floor"]))
+            console.print(t2)
+        finally:
+            await conn.close()
+
+    uvloop.run(main())
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    )
+
+
+@app.command()
+def rebuild(batch: Annotated[int, typer.Option(help="Events per transaction.")] = 5000) -> None:
+    """Build a new generation beside the live one, check parity, switch atomically, drop the old."""
+
+    async def main() -> None:
+        conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
+        try:
+            with _progress("rebuilding") as bar:
+                task = bar.add_task("fold", total=None)
+                report = await run_rebuild(
+                    conn, lambda done, head: bar.update(task, completed=done, total=head), batch
+                )
+        finally:
+            await conn.close()
+        console.print(
+            f"rebuilt {report.documents} documents from {report.events} events; drift repaired: {len(report.drift)}"
+        )
+        for key in report.drift[:20]:
+            console.print(f"  drift: {key}")
+
+    uvloop.run(main())
+
+
+@app.command()
+def audit() -> None:
+    """Compare every live document with a fresh fold of the journal; report drift by key."""
+
+    async def main() -> int:
+        conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
+        try:
+            with _progress("auditing") as bar:
+                task = bar.add_task("fold", total=None)
+                report = await run_audit(
+                    conn, lambda done, head: bar.update(task, completed=done, total=head)
+                )
+        finally:
+            await conn.close()
+        console.print(
+            f"audited {report.documents} documents against {report.events} events: {len(report.drift)} drifted"
+        )
+        for key in report.drift[:50]:
+            console.print(f"  drift: {key}")
+        return 1 if report.drift else 0
+
+    raise typer.Exit(uvloop.run(main()))
+
+
+@app.command()
+def watch(
+    topic: Annotated[str, typer.Argument(help=f"One of: {', '.join(TOPICS)}")],
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding a sync token (else OA_SYNC_TOKEN).")
+    ] = None,
+) -> None:
+    """Print live updates of a topic (hydrates first, then follows)."""
+    from oa.khala.client import KhalaClient
+
+    if topic not in TOPICS:
+        raise typer.BadParameter(f"unknown topic; use one of {', '.join(TOPICS)}")
+    env = LocalDeployment.from_env().read_env()
+    url = os.environ.get("KHALA_URL") or env.get("KHALA_SELF_HOSTED_URL") or env.get("OA_KHALA_URL")
+    if not url:
+        raise SystemExit("no Khala found: start one with `make run` (it writes .oa/deployment.env)")
+
+    async def token() -> str:
+        if token_file is not None:
+            return token_file.read_text().strip()
+        value = os.environ.get("OA_SYNC_TOKEN")
+        if not value:
+            raise SystemExit(
+                "give --token-file or OA_SYNC_TOKEN (a sync token from control: POST /api/sync/token)"
+            )
+        return value
+
+    def show(key: str, payload: dict[str, object] | None) -> None:
+        console.print(f"[bold]{key}[/] {payload}")
+
+    async def main() -> None:
+        async with KhalaClient(url, token, [topic], on_change=show):
+            await asyncio.Event().wait()
+
+    uvloop.run(main())
