@@ -8,6 +8,7 @@ from oa.runtime.adapters.listener import JournalListener
 from oa.runtime.api.app import create_app
 from oa.runtime.service.appender import GroupAppender
 from oa.runtime.service.runs import RunService
+from oa.runtime.service.spend import SpendService
 from oa.runtime.service.sweeper import Sweeper
 from oa.runtime.service.workers import WorkerService
 from oa.runtime.settings import RuntimeSettings
@@ -33,8 +34,15 @@ def build_runtime_app(database_url: str, settings: RuntimeSettings, pool_size: i
             replay_window=settings.stream_replay_window,
         )
         app.state.workers = workers
+        spend = SpendService(db, appender, reservation_deadline_s=settings.reservation_deadline_s)
+        await spend.start()
+        app.state.spend = spend
         sweeper = Sweeper(
-            [("lost_executors", lambda: workers.sweep_lost_executors(settings.worker_lost_after_ms))],
+            [
+                ("lost_executors", lambda: workers.sweep_lost_executors(settings.worker_lost_after_ms)),
+                ("stuck_reservations", spend.sweep_stuck),
+                ("unpublished_decisions", spend.publish_pending),
+            ],
             settings.sweep_interval_s,
         )
         sweeper.start()
@@ -42,6 +50,7 @@ def build_runtime_app(database_url: str, settings: RuntimeSettings, pool_size: i
 
     async def stop(app: FastAPI) -> None:
         await app.state.sweeper.stop()
+        await app.state.spend.stop()
         await app.state.appender.stop()
         await app.state.listener.stop()
         await app.state.db.close()
