@@ -40,11 +40,11 @@ def database_url() -> str:
     return os.environ.get("OA_DATABASE_URL") or resolve_database_url(LocalDeployment.from_env().home)
 
 
-def khala_server(url: str, host: str, port: int) -> uvicorn.Server:
-    """The sync server (SELECT-only role) on its own port."""
+def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = None) -> uvicorn.Server:
+    """The sync server (SELECT-only role) on its own port; `env` adds to os.environ."""
     from oa.cli.serve import EmbeddedServer
 
-    setup = verifier_from_env(home=LocalDeployment.from_env().home)
+    setup = verifier_from_env({**os.environ, **(env or {})}, home=LocalDeployment.from_env().home)
     sync_app = create_sync_app(
         with_user(url, READER_ROLE), verify_with(setup.verifier), revocations=setup.revocations
     )

@@ -13,10 +13,19 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import runs_cmd
-from oa.cli.serve import Listening, pick_port, prepare_database, runtime_server, serve_all
+from oa.cli import control_cmd, khala_cmd, runs_cmd
+from oa.cli.serve import (
+    Listening,
+    control_server,
+    pick_port,
+    prepare_database,
+    runtime_server,
+    serve_all,
+)
 from oa.deployment import LocalDeployment
+from oa.runtime.projector.projector import Projector
 from oa.runtime.signing import load_or_create_secret, sign_caller
+from oa.store.database import with_user
 
 app = typer.Typer(
     help="OpenAgents: runtime (authority), Khala sync, control, agent mode.", no_args_is_help=True
@@ -30,6 +39,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
 app.add_typer(bench_app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(khala_cmd.app, name="khala")
+app.add_typer(control_cmd.app, name="control")
 console = Console()
 
 Host = Annotated[str, typer.Option(envvar="OA_HOST", help="Interface to bind.")]
@@ -39,6 +50,8 @@ Host = Annotated[str, typer.Option(envvar="OA_HOST", help="Interface to bind.")]
 def run(
     host: Host = "127.0.0.1",
     runtime_port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
+    control_port: Annotated[int, typer.Option(envvar="OA_CONTROL_PORT")] = 8788,
+    khala_port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
 ) -> None:
     """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C."""
     dep = LocalDeployment.from_env()
@@ -47,9 +60,27 @@ def run(
     port = pick_port(host, runtime_port)
     runtime = runtime_server(url, dep, host, port)
     listening = [Listening("runtime /internal/v1", f"http://{host}:{port}")]
+    cport = pick_port(host, control_port if control_port != port else 0)
+    control = control_server(url, dep, host, cport)
+    listening.append(Listening("control /api (auth, sync tokens, JWKS)", f"http://{host}:{cport}"))
+    kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
+    khala_url = f"http://{host}:{kport}"
+    khala = khala_cmd.khala_server(url, host, kport, {"OA_CONTROL_URL": f"http://{host}:{cport}"})
+    listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
+    admin_key = load_or_create_secret(dep.home / "khala-admin.key").decode()
 
     def ready() -> None:
-        dep.write_env({"OA_RUNTIME_URL": listening[0].url, "OA_DATABASE_URL": url, "OA_HOME": str(dep.home)})
+        dep.write_env(
+            {
+                "OA_RUNTIME_URL": listening[0].url,
+                "OA_CONTROL_URL": f"http://{host}:{cport}",
+                "OA_KHALA_URL": khala_url,
+                "KHALA_SELF_HOSTED_URL": khala_url,
+                "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
+                "OA_DATABASE_URL": url,
+                "OA_HOME": str(dep.home),
+            }
+        )
         table = Table(title="OpenAgents is running (Ctrl-C stops it)")
         table.add_column("what")
         table.add_column("where")
@@ -65,7 +96,17 @@ def run(
         hint = f'curl -H "X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)" {listening[0].url}/healthz'
         console.print(f"try: [bold]{hint}[/]")
 
-    uvloop.run(serve_all([runtime], on_ready=ready))
+    async def everything() -> None:
+        # The projector (Khala's only writer) runs beside the servers; it holds a leader
+        # lock, so a second `oa run` on the same database waits as a standby.
+        projector = Projector(with_user(url, khala_cmd.WRITER_ROLE))
+        projector.start()
+        try:
+            await serve_all([runtime, control, khala], on_ready=ready)
+        finally:
+            await projector.stop()
+
+    uvloop.run(everything())
 
 
 @app.command()
