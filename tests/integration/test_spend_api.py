@@ -6,14 +6,18 @@ import asyncio
 import random
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from oa.cli.main import app as cli
 from oa.runtime.service.appender import GroupAppender
 from oa.runtime.service.spend import SpendService
 from oa.store.database import Database
+from tests.conftest import SECRET
 
 S = "/internal/v1/spend"
 P = "/internal/v1/policy/evaluate"
@@ -232,7 +236,7 @@ async def test_never_overspend_under_concurrency(client: httpx.AsyncClient, db: 
 
 
 async def test_stuck_reservations_are_swept_and_reconciled(
-    client: httpx.AsyncClient, db: Database, database_url: str
+    client: httpx.AsyncClient, db: Database, runtime_url: str, tmp_path: Path
 ) -> None:
     run_id, auth_id = await start_run(client), await authorize(client)
     body = {"authorization_id": auth_id, "run_id": run_id, "tool_call_id": "tc1", "amount_sats": 40}
@@ -254,8 +258,24 @@ async def test_stuck_reservations_are_swept_and_reconciled(
     blocked = await client.post(f"{url}/commit")
     assert blocked.status_code == 409 and "reconcil" in blocked.json()["error"]["message"]
     assert (await client.get(f"{S}/authorizations/{auth_id}")).json()["reserved_sats"] == 40
-    done = await client.post(f"{url}/resolve", json={"outcome": "committed", "amount_sats": 30})
-    assert done.status_code == 200 and done.json()["reservation"]["state"] == "committed"
+    env = {
+        "OA_RUNTIME_URL": runtime_url,
+        "OA_RUNTIME_CALLER_SECRET": SECRET.decode(),
+        "OA_HOME": str(tmp_path),
+    }
+
+    def oa(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["spend", "reconcile", *args, "--user", "alice"], env=env)
+        return result.exit_code, result.output
+
+    code, text = await asyncio.to_thread(oa, "--authorization", auth_id)
+    assert code == 0 and rsv["reservation_id"] in text, text
+    code, text = await asyncio.to_thread(
+        oa, "--resolve", rsv["reservation_id"], "--as", "committed", "--amount", "30"
+    )
+    assert code == 0 and "committed" in text, text
+    code, text = await asyncio.to_thread(oa, "--resolve", rsv["reservation_id"], "--as", "released")
+    assert code == 1 and "cannot" in text, text
     auth = (await client.get(f"{S}/authorizations/{auth_id}")).json()
     assert (auth["spent_sats"], auth["reserved_sats"]) == (30, 0)
 

@@ -13,7 +13,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import control_cmd, khala_cmd, runs_cmd
+from oa.cli import control_cmd, khala_cmd, replay_cmd, runs_cmd, spend_cmd
 from oa.cli.serve import (
     Listening,
     control_server,
@@ -41,6 +41,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(khala_cmd.app, name="khala")
 app.add_typer(control_cmd.app, name="control")
+app.add_typer(spend_cmd.app, name="spend")
+app.add_typer(replay_cmd.app, name="replay")
 console = Console()
 
 Host = Annotated[str, typer.Option(envvar="OA_HOST", help="Interface to bind.")]
@@ -171,6 +173,26 @@ def bench_append(
     _run_bench(
         "append.py", ["--seconds", str(seconds), "--writers", str(writers), *(["--quick"] if quick else [])]
     )
+
+
+@bench_app.command("spend")
+def bench_spend(
+    seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
+    reservers: Annotated[int, typer.Option(help="Concurrent reservers.")] = 32,
+    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
+) -> None:
+    """Reservations per second: one hot authorization vs 100 authorizations."""
+    _run_bench(
+        "spend.py", ["--seconds", str(seconds), "--reservers", str(reservers), *(["--quick"] if quick else [])]
+    )
+
+
+@bench_app.command("replay")
+def bench_replay(
+    events: Annotated[int, typer.Option(help="Events in the run.")] = 100_000,
+) -> None:
+    """Export and verify a large run's REPLAY.jsonl (events per second)."""
+    _run_bench("replay.py", ["--events", str(events)])
 
 
 def _run_bench(script: str, args: list[str]) -> None:

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 import oa
-from oa.runtime.api import errors, policy, runs, spend, workers
+from oa.runtime.api import errors, policy, replay, runs, spend, workers
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.limits import BodyLimit
 from oa.runtime.settings import RuntimeSettings
@@ -48,6 +48,7 @@ def create_app(
     app.include_router(workers.router)
     app.include_router(policy.router)
     app.include_router(spend.router)
+    app.include_router(replay.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
     async def healthz() -> Response:

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from oa.runtime.adapters.listener import JournalListener
 from oa.runtime.api.app import create_app
 from oa.runtime.service.appender import GroupAppender
+from oa.runtime.service.replay import ReplayService
 from oa.runtime.service.runs import RunService
 from oa.runtime.service.spend import SpendService
 from oa.runtime.service.sweeper import Sweeper
@@ -26,6 +27,7 @@ def build_runtime_app(database_url: str, settings: RuntimeSettings, pool_size: i
         app.state.appender = appender
         app.state.listener = listener
         app.state.runs = RunService(db, appender, listener, settings.stream_replay_window)
+        app.state.replay = ReplayService(db, app.state.runs)
         workers = WorkerService(
             db,
             appender,
