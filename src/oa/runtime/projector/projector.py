@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import orjson
+from prometheus_client import Counter, Gauge
 
 from oa.khala.store import writer
 from oa.runtime.adapters.journal_sql import read_journal
@@ -25,6 +26,10 @@ from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = 7_270_431_002
+
+EVENTS_BEHIND = Gauge("oa_projector_events_behind", "Journal events not yet projected", ["projection"])
+SECONDS_BEHIND = Gauge("oa_projector_seconds_behind", "Age of the oldest unprojected event", ["projection"])
+EVENTS_PROJECTED = Counter("oa_projector_events_read_total", "Journal events read by projector batches")
 
 
 @dataclass
@@ -140,18 +145,29 @@ class Projector:
                 delay = min(delay * 2, 5.0)
 
     async def _lead(self) -> None:
+        from oa.runtime.projector.requests import run_pending_requests  # it imports rebuild, which imports us
+
         conn = await asyncpg.connect(self._url)
         woke = asyncio.Event()
         try:
             await conn.execute("SET TIME ZONE 'UTC'")
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):  # noqa: ASYNC110
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
                 await asyncio.sleep(self._idle)  # a hot standby
             self.leader = True
             await conn.add_listener("oa_journal", lambda *_: woke.set())
+            await conn.add_listener("khala_admin_requests", lambda *_: woke.set())
+            measured = 0.0
             while True:
                 woke.clear()
-                while await project_batch(conn, batch_size=self._batch):
+                while n := await project_batch(conn, batch_size=self._batch):
                     self.last_batch_at = time.monotonic()
+                    EVENTS_PROJECTED.inc(n)
+                if time.monotonic() - measured > 2.0:
+                    measured = time.monotonic()
+                    for name, row in (await lag(conn)).items():
+                        EVENTS_BEHIND.labels(name).set(float(row["events_behind"]))  # type: ignore[arg-type]
+                        SECONDS_BEHIND.labels(name).set(float(row["seconds_behind"] or 0.0))  # type: ignore[arg-type]
+                await run_pending_requests(conn)  # rebuild/prune/audit asked through Khala's admin API
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woke.wait(), self._idle)
         finally:
