@@ -14,6 +14,7 @@ from starlette.responses import Response
 import oa
 from oa.runtime.api import errors, policy, replay, runs, spend, workers
 from oa.runtime.api.encode import json_response
+from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.limits import BodyLimit
 from oa.runtime.settings import RuntimeSettings
 
@@ -43,6 +44,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime_settings = settings
+    app.router.route_class = StrictJSONRoute  # /healthz too: unknown query parameters are refused
     errors.install(app)
     app.include_router(runs.router)
     app.include_router(workers.router)
@@ -68,6 +70,8 @@ def create_app(
             for path in schema.get("paths", {}).values():
                 for op in path.values():
                     op.get("responses", {}).pop("422", None)
+                    for param in op.get("parameters", []):
+                        _drop_null(param)
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
             app.openapi_schema = schema
@@ -76,3 +80,16 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _drop_null(param: dict[str, Any]) -> None:
+    """A query, path or header value cannot be JSON null (absent is `required: false`), so
+    `anyOf: [T, null]` becomes `T`; fuzzers otherwise "negate" the null branch and send a
+    valid string."""
+    schema = param.get("schema", {})
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(branches):
+            del schema["anyOf"]
+            schema.update(kept[0])

@@ -37,14 +37,55 @@ def envelope_response(err: OAError, headers: dict[str, str] | None = None) -> Re
     )
 
 
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in _JSON_NAMES.items():
+        if type(value) is kind:
+            return name
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, bytes | bytearray):
+        return "raw bytes"
+    return type(value).__name__
+
+
+def _problem(e: dict[str, Any]) -> str:
+    """Pydantic's message, reworded where it would not tell a JSON client what to fix."""
+    kind = e.get("type")
+    if kind == "extra_forbidden":
+        return "is not a known field; remove it (check its spelling)"
+    if kind == "missing":
+        return "is required"
+    if kind in ("model_attributes_type", "model_type", "dict_type"):
+        return f"must be a JSON object, got {_json_kind(e.get('input'))}"
+    if kind == "string_pattern_mismatch" and "\\x00" in str((e.get("ctx") or {}).get("pattern")):
+        return "must not contain NUL (\\u0000)"
+    if kind and kind.endswith("_type"):
+        return f"{e.get('msg', 'has the wrong type')}, got {_json_kind(e.get('input'))}"
+    return str(e.get("msg", "invalid"))
+
+
 def _validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     problems = []
     for e in errors[:20]:
+        if e.get("type") == "json_invalid":
+            where = [p for p in e.get("loc", ()) if isinstance(p, int)]
+            reason = (e.get("ctx") or {}).get("error", "syntax error")
+            at = f" at character {where[0]}" if where and "character" not in reason else ""
+            message = f"the request body is not valid JSON ({reason}{at}); send a JSON object"
+            return message, [{"field": "body", "problem": reason, "type": "json_invalid"}]
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        problems.append({"field": loc, "problem": e.get("msg", "invalid"), "type": e.get("type")})
-    if any(p["type"] == "json_invalid" for p in problems):
-        return "the request body is not valid JSON; send a JSON object", problems
-    text = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
+        problems.append({"field": loc, "problem": _problem(e), "type": e.get("type")})
+    if problems and problems[0]["field"] == "body":
+        if problems[0]["type"] == "missing":
+            return (
+                "the request needs a JSON object body; send one with Content-Type: application/json",
+                problems,
+            )
+        return f"the request body {problems[0]['problem']}", problems
+    text = "; ".join(f"{p['field']} {p['problem']}" for p in problems[:5])
     return f"invalid request: {text}", problems
 
 

@@ -10,7 +10,9 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
 
 RunId = Annotated[str, Field(pattern=ID_PATTERN, description="1-128 of A-Z a-z 0-9 _ . : -")]
-Key = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+# Identifiers are stored in Postgres text columns, which cannot hold NUL.
+NoNul = Field(pattern=r"^[^\x00]*$")
+Key = Annotated[StrictStr, Field(min_length=1, max_length=200), NoNul]
 
 
 class Strict(BaseModel):
@@ -85,9 +87,9 @@ class EventPage(BaseModel):
 
 
 class Frame(Strict):
-    thread_id: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    frame_id: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    type: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    thread_id: Annotated[StrictStr, Field(min_length=1, max_length=200), NoNul]
+    frame_id: Annotated[StrictStr, Field(min_length=1, max_length=200), NoNul]
+    type: Annotated[StrictStr, Field(min_length=1, max_length=64), NoNul]
     payload: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from oa.exceptions import InvalidRequest
 from oa.runtime.api.auth import principal
 from oa.runtime.api.encode import event_json, json_response, outcome_json, plan_status
 from oa.runtime.api.errors import error_responses
+from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.models import (
     ID_PATTERN,
     AppendBatch,
@@ -26,10 +28,11 @@ from oa.runtime.api.models import (
     FrameResult,
     Snapshot,
 )
+from oa.runtime.api.sse import STREAM_HEADERS, EventStream, sse_ok
 from oa.runtime.domain.journal import AppendRequest
 from oa.runtime.service.runs import RunService
 
-router = APIRouter(prefix="/internal/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/internal/v1/runs", tags=["runs"], route_class=StrictJSONRoute)
 RunIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=128)]
 Principal = Annotated[str, Depends(principal)]
 WRITE_ERRORS = error_responses(400, 401, 403, 409, 413)
@@ -157,11 +160,9 @@ async def snapshot(run_id: RunIdPath, who: Principal, runs: Runs) -> Response:
 
 @router.get(
     "/{run_id}/stream",
+    response_class=EventStream,
     responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "SSE, id = seq",
-        },
+        200: sse_ok("SSE, id = seq; ends with `event: end` once the run is finished"),
         **READ_ERRORS,
         **error_responses(410),
     },
@@ -177,7 +178,7 @@ async def stream(
 ) -> Response:
     header_cursor: int | None = None
     if last_event_id is not None:
-        if not last_event_id.isdigit():
+        if not re.fullmatch(r"[0-9]{1,19}", last_event_id):
             raise InvalidRequest(
                 "Last-Event-ID must be a seq (a non-negative integer)", {"header": "Last-Event-ID"}
             )
@@ -202,8 +203,4 @@ async def stream(
             yield b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.seq, ev.event_type.encode(), data)
         yield b"event: end\ndata: {}\n\n"
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(body(), headers=STREAM_HEADERS)

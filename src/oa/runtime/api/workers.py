@@ -10,13 +10,14 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from oa.exceptions import InvalidRequest
 from oa.runtime.api.auth import principal
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
 from oa.runtime.api.jsonbody import StrictJSONRoute
+from oa.runtime.api.sse import STREAM_HEADERS, EventStream, sse_ok
 from oa.runtime.domain.journal import AppendRequest, Event, Outcome, Plan
 from oa.runtime.service.workers import WorkerService
 
@@ -310,11 +311,9 @@ async def stop(
 
 @router.get(
     "/{worker_id}/stream",
+    response_class=EventStream,
     responses={
-        200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "SSE, id = seq",
-        },
+        200: sse_ok("SSE, id = seq"),
         **READ_ERRORS,
         **error_responses(410),
     },
@@ -354,8 +353,4 @@ async def stream(
             data = orjson.dumps(event_json(ev))
             yield b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.seq, ev.event_type.encode(), data)
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(body(), headers=STREAM_HEADERS)
