@@ -152,3 +152,27 @@ async def test_audit_finds_drift_and_rebuild_repairs_it(
         "SELECT watermark FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'"
     )
     assert wm_after > wm_before
+
+
+async def test_worker_summary_follows_the_runtime_state_machine(
+    client: httpx.AsyncClient, writer_conn: asyncpg.Connection
+) -> None:
+    wid = f"wkr-proj-{id(writer_conn)}"
+    r = await client.post(
+        "/internal/v1/codex/workers", json={"worker_id": wid, "workspace_ref": "ws-9", "adapter": "codex"}
+    )
+    assert r.status_code == 201, r.text
+    await client.post(
+        f"/internal/v1/codex/workers/{wid}/events", json={"event_type": "worker.heartbeat", "payload": {}}
+    )
+    await client.post(f"/internal/v1/codex/workers/{wid}/stop", json={})
+    await catch_up(writer_conn)
+    summary = await doc(writer_conn, f"runtime/codex_worker_summary:{wid}")
+    snap = (await client.get(f"/internal/v1/codex/workers/{wid}/snapshot")).json()
+    assert summary is not None
+    assert summary["status"] == snap["status"] == "stopped"
+    assert summary["workspace_ref"] == "ws-9" and summary["last_heartbeat_at"] is not None
+    events = await writer_conn.fetchval(
+        "SELECT count(*) FROM khala.documents WHERE doc_key LIKE $1", f"runtime/codex_worker_event:{wid}:%"
+    )
+    assert events == summary["event_count"] >= 3

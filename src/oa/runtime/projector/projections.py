@@ -16,6 +16,8 @@ import orjson
 
 from oa.runtime.domain.journal import Event
 from oa.runtime.domain.runs import RunStatus, next_status
+from oa.runtime.domain.workers import WorkerStatus, target_status
+from oa.runtime.domain.workers import next_status as worker_next_status
 
 Doc = dict[str, Any]
 
@@ -96,9 +98,61 @@ def _fold_run(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     return d
 
 
-# -- codex workers ------------------------------------------------------------------------
+# -- run timelines (the dashboard's run page) ----------------------------------------------
 
-_WORKER_STATUS_BY_EVENT = {"worker.started": "running", "worker.stopped": "stopped"}
+TIMELINE_EVENTS = 50  # the last N events of a run
+TIMELINE_POLICY = 50  # the last N policy decisions of a run
+TIMELINE_PAYLOAD_CHARS = 512  # bigger payloads are replaced by their keys
+
+
+def _timeline_keys(ev: Event) -> list[str]:
+    return [f"runtime/run_timeline:{ev.stream_id}"] if ev.kind == "run" else []
+
+
+def _brief(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload itself when small, else just its field names (deterministic either way)."""
+    if len(orjson.dumps(payload)) <= TIMELINE_PAYLOAD_CHARS:
+        return payload
+    return {"_truncated": True, "fields": sorted(payload)}
+
+
+def _fold_timeline(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    """A run's recent events and policy decisions, so a run page needs no runtime access.
+
+    Lives in `runtime.run_summaries` (same audience, same scope as the summary)."""
+    d: Doc = (
+        dict(doc)
+        if doc
+        else {
+            "run_id": ev.stream_id,
+            "owner": owner_of(ev.principal),
+            "org_id": None,
+            "events": [],
+            "policy": [],
+        }
+    )
+    if ev.event_type == "run.started" and isinstance(payload.get("org_id"), str) and payload["org_id"]:
+        d["org_id"] = payload["org_id"]
+    entry = {"seq": ev.seq, "type": ev.event_type, "at": ev.recorded_at, "payload": _brief(payload)}
+    d["events"] = [*d["events"], entry][-TIMELINE_EVENTS:]
+    if ev.event_type == "policy.decision":
+        budget = payload.get("budget") if isinstance(payload.get("budget"), dict) else {}
+        decision = {
+            "seq": ev.seq,
+            "at": ev.recorded_at,
+            "decision_id": payload.get("decision_id"),
+            "decision": payload.get("decision"),
+            "reason_code": payload.get("reason_code"),
+            "tool": payload.get("tool"),
+            "amount_sats": payload.get("amount_sats"),
+            "budget": budget,
+        }
+        d["policy"] = [*d["policy"], decision][-TIMELINE_POLICY:]
+    d["last_seq"] = ev.seq
+    return d
+
+
+# -- codex workers ------------------------------------------------------------------------
 
 
 def _worker_keys(ev: Event) -> list[str]:
@@ -125,11 +179,12 @@ def _fold_worker(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     d["last_event_type"] = t
     d["last_event_at"] = ev.recorded_at
     d["event_count"] += 1
-    status = payload.get("status")
-    if isinstance(status, str) and status:
-        d["status"] = status
-    elif t in _WORKER_STATUS_BY_EVENT:
-        d["status"] = _WORKER_STATUS_BY_EVENT[t]
+    # The runtime's own state machine, so the summary can never disagree with the runtime.
+    if ev.seq == 1:
+        target = target_status(t, payload)
+        d["status"] = (target or WorkerStatus.STARTING).value
+    else:
+        d["status"] = worker_next_status(WorkerStatus(d["status"]), t, payload)[0].value
     if t == "worker.heartbeat":
         d["last_heartbeat_at"] = ev.recorded_at
     elif t == "worker.error":
@@ -220,6 +275,7 @@ PROJECTIONS: tuple[Projection, ...] = (
         "codex_worker_events", "runtime.codex_worker_events", 1, _worker_event_keys, _fold_worker_event
     ),
     Projection("notifications", "runtime.notifications", 1, _notification_keys, _fold_notification),
+    Projection("run_timelines", "runtime.run_summaries", 1, _timeline_keys, _fold_timeline),
 )
 BY_NAME = {p.name: p for p in PROJECTIONS}
 
