@@ -170,6 +170,80 @@ async def notify(conn: asyncpg.Connection, head: int, streams: Iterable[str]) ->
     await conn.execute("SELECT pg_notify('oa_journal', $1)", body)
 
 
+def _notify_streams(streams: Iterable[str]) -> str:
+    """What follows the head in the wake-up body (see `notify`), with its leading space."""
+    names = " " + " ".join(sorted(set(streams)))
+    return names if len(names) < 6900 else " *"
+
+
+async def write_batch(
+    conn: asyncpg.Connection, changed_heads: Sequence[StreamHead], events: Sequence[Event]
+) -> tuple[int, str]:
+    """`update_heads` + `allocate_positions` + `insert_events` + `notify` in ONE statement.
+
+    Why: the appender commits one batch at a time, so every round trip inside its
+    transaction is time in which no other batch can commit (and CPU on both sides). As
+    separate statements a steady-state batch took BEGIN, lock, update, allocate, insert,
+    notify, COMMIT; this makes it BEGIN, lock, write, COMMIT. Safe as one statement: the
+    heads it updates are already locked by this transaction (`lock_heads`), and the
+    counter's lock is still held to commit. Positions are `base + ordinality`, i.e. the
+    order of `events`, exactly as `allocate_positions` would have given them. Returns the
+    first position and the commit's timestamp. New heads still go through `create_heads`
+    first (its conflict check must run before the counter is locked).
+    """
+    args: list[object] = [len(events)]
+    ctes: list[str] = []
+    by_kind: dict[str, list[StreamHead]] = {}
+    for h in changed_heads:
+        by_kind.setdefault(h.kind, []).append(h)
+    for n, kind in enumerate(sorted(by_kind)):
+        t, heads = STREAM_TABLES[kind], by_kind[kind]
+        p = len(args)
+        ctes.append(
+            f"u{n} AS (UPDATE {t.table} AS s SET status = u.status, last_seq = u.last_seq,"
+            " last_hash = u.last_hash, updated_at = now()"
+            f" FROM unnest(${p + 1}::text[], ${p + 2}::text[], ${p + 3}::bigint[], ${p + 4}::text[])"
+            f" AS u(id, status, last_seq, last_hash) WHERE s.{t.id_column} = u.id)"
+        )
+        args += [
+            [h.stream_id for h in heads],
+            [h.status for h in heads],
+            [h.last_seq for h in heads],
+            [h.last_hash for h in heads],
+        ]
+    p = len(args)
+    ctes.append(
+        "h AS (UPDATE runtime.journal_head SET position = position + $1::bigint WHERE id = 1"
+        " RETURNING position - $1::bigint AS base, now() AS at)"
+    )
+    cols = ", ".join(f"${p + i}::{'bigint' if i == 3 else 'text'}[]" for i in range(1, 11))
+    ctes.append(
+        f"ins AS (INSERT INTO runtime.events ({EVENT_COLUMNS})"
+        " SELECT h.base + u.n, k, i, s, t, pl, ph, prv, hs, ik, pr, h.at"
+        f" FROM h, unnest({cols}) WITH ORDINALITY AS u(k, i, s, t, pl, ph, prv, hs, ik, pr, n))"
+    )
+    args += [
+        [e.kind for e in events],
+        [e.stream_id for e in events],
+        [e.seq for e in events],
+        [e.event_type for e in events],
+        [e.payload_json.decode("utf-8") for e in events],
+        [e.payload_hash for e in events],
+        [e.prev_hash for e in events],
+        [e.hash for e in events],
+        [e.idempotency_key for e in events],
+        [e.principal for e in events],
+        _notify_streams(f"{e.kind}:{e.stream_id}" for e in events),
+    ]
+    row = await conn.fetchrow(
+        "WITH " + ", ".join(ctes) + " SELECT h.base + 1 AS first, h.at,"
+        f" pg_notify('oa_journal', (h.base + $1::bigint)::text || ${len(args)}::text) FROM h",
+        *args,
+    )
+    assert row is not None
+    return row["first"], row["at"].isoformat().replace("+00:00", "Z")
+
+
 async def read_stream(
     conn: asyncpg.Connection | asyncpg.Pool, kind: str, stream_id: str, after_seq: int, limit: int
 ) -> list[Event]:
