@@ -14,7 +14,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from oa.cli.runtime_client import client, fail
 from oa.runtime.domain.replay import Verdict, verify_lines
@@ -62,7 +62,7 @@ def export(
     )
 
 
-def _lines(f: BinaryIO, progress: Progress | None, task: int | None) -> Iterator[bytes]:
+def _lines(f: BinaryIO, progress: Progress | None, task: TaskID | None) -> Iterator[bytes]:
     done = 0
     for line in f:
         done += len(line)
