@@ -128,3 +128,17 @@ async def test_revoking_twice_is_harmless(new_user: NewUser, control: httpx.Asyn
             "/api/sync/sessions/revoke", json={"jti": token["jti"]}, headers=user["headers"]
         )
         assert r.status_code == 200
+
+
+async def test_concurrent_revocations_all_reach_the_feed(
+    new_user: NewUser, control: httpx.AsyncClient, revocations: RevocationList
+) -> None:
+    user = await new_user()
+    jtis = [(await mint(control, user))["jti"] for _ in range(20)]
+    await asyncio.gather(
+        *(control.post("/api/sync/sessions/revoke", json={"jti": j}, headers=user["headers"]) for j in jtis)
+    )
+    deadline = time.monotonic() + 5
+    while not all(revocations.jti_revoked(j) for j in jtis):
+        assert time.monotonic() < deadline, "some revocations never reached the verifier"
+        await asyncio.sleep(0.1)

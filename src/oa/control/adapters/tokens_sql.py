@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -12,26 +11,31 @@ import asyncpg
 REVOCATION_LOCK = 0x0A_C0_47_01
 
 
-async def insert_issued(
+async def insert_issued_many(
     conn: asyncpg.Connection | asyncpg.Pool,
-    jti: str,
-    session_id: str,
-    user_id: str,
-    audience: str,
-    scopes: Sequence[str],
-    kid: str,
-    issued_at: datetime,
-    expires_at: datetime,
+    jti: list[str],
+    session_id: list[str],
+    user_id: list[str],
+    audience: list[str],
+    scopes: list[list[str]],
+    kid: list[str],
+    issued_at: list[datetime],
+    expires_at: list[datetime],
 ) -> None:
+    """Many issued-token rows in one statement (column arrays; scopes space-joined)."""
     await conn.execute(
         "INSERT INTO control.issued_tokens"
         " (jti, session_id, user_id, audience, scopes, kid, issued_at, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " SELECT jti, session_id, user_id, audience, string_to_array(scopes, ' '), kid,"
+        " issued_at, expires_at"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::timestamptz[], $8::timestamptz[])"
+        " AS t(jti, session_id, user_id, audience, scopes, kid, issued_at, expires_at)",
         jti,
         session_id,
         user_id,
         audience,
-        list(scopes),
+        [" ".join(s) for s in scopes],
         kid,
         issued_at,
         expires_at,
@@ -75,10 +79,6 @@ async def revocations_after(conn: asyncpg.Pool, since: int, limit: int) -> list[
             limit,
         )
     )
-
-
-async def last_revocation_id(conn: asyncpg.Pool) -> int:
-    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM control.revocations"))
 
 
 async def prune(conn: asyncpg.Pool) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
@@ -37,6 +39,18 @@ def create_app(
         redoc_url=None,
     )
     app.state.settings = settings
+    # Browsers (the dashboard Khala serves) sign in here from another origin.
+    cors = [
+        o.strip().rstrip("/") for o in os.environ.get("OA_CONTROL_CORS_ORIGINS", "").split(",") if o.strip()
+    ]
+    if cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     errors.install(app)
     app.include_router(auth_routes.router)
     app.include_router(sync_routes.router)

@@ -1,4 +1,5 @@
-"""Control's composition: database, keyring (with its reload loop), accounts, tokens."""
+"""Control's composition: database, keyring (with its reload loop), the issued-token log
+(group commit), accounts, tokens."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import FastAPI
 
 from oa.control.api.app import create_app
 from oa.control.service.accounts import Accounts
+from oa.control.service.issued_log import IssuedLog
 from oa.control.service.keyring import Keyring
 from oa.control.service.tokens import SyncTokens
 from oa.control.settings import ControlSettings
@@ -20,9 +22,13 @@ def build_control_app(database_url: str, settings: ControlSettings, pool_size: i
         app.state.db = db
         app.state.keyring = keyring
         app.state.accounts = Accounts(db, settings)
-        app.state.tokens = SyncTokens(db, keyring, settings)
+        issued = IssuedLog(db)
+        issued.start()
+        app.state.issued = issued
+        app.state.tokens = SyncTokens(db, keyring, settings, issued)
 
     async def stop(app: FastAPI) -> None:
+        await app.state.issued.stop()
         await app.state.keyring.stop()
         await app.state.db.close()
 

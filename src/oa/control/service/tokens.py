@@ -17,6 +17,7 @@ from oa.control.adapters import accounts_sql, tokens_sql
 from oa.control.adapters.accounts_sql import SessionInfo
 from oa.control.domain import tokens as domain
 from oa.control.domain.scopes import narrow
+from oa.control.service.issued_log import IssuedLog, IssuedRow
 from oa.control.service.keyring import Keyring
 from oa.control.settings import ControlSettings
 from oa.exceptions import InvalidRequest, NotFound
@@ -52,10 +53,13 @@ def _iso(ts: int) -> str:
 
 
 class SyncTokens:
-    def __init__(self, db: Database, keyring: Keyring, settings: ControlSettings) -> None:
+    def __init__(
+        self, db: Database, keyring: Keyring, settings: ControlSettings, log: IssuedLog | None = None
+    ) -> None:
         self._db = db
         self._keyring = keyring
         self._settings = settings
+        self._log = log or IssuedLog(db)
 
     def sign(
         self,
@@ -93,16 +97,17 @@ class SyncTokens:
         resource: str | None = None,
     ) -> Minted:
         minted = self.sign(session, scopes, ttl_s, resource)
-        await tokens_sql.insert_issued(
-            self._db.pool,
-            minted.jti,
-            session.session_id,
-            session.user_id,
-            minted.audience,
-            minted.scopes,
-            minted.kid,
-            datetime.fromtimestamp(minted.issued_at, UTC),
-            datetime.fromtimestamp(minted.expires_at, UTC),
+        await self._log.record(
+            IssuedRow(
+                minted.jti,
+                session.session_id,
+                session.user_id,
+                minted.audience,
+                minted.scopes,
+                minted.kid,
+                datetime.fromtimestamp(minted.issued_at, UTC),
+                datetime.fromtimestamp(minted.expires_at, UTC),
+            )
         )
         return minted
 
