@@ -25,6 +25,7 @@ from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import TokenRefused, Verify
 from oa.khala.sync.session import Session, SessionLimits
 from oa.khala.sync.tokens import close_revoked_sessions
+from oa.khala.sync.web import install_web
 from oa.khala.topics import TOPICS
 
 
@@ -137,4 +138,5 @@ def create_sync_app(
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    install_web(app, verify)  # the dashboard, /client/khala.js, /sync/v1/lag, document history
     return app

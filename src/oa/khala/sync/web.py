@@ -1,0 +1,167 @@
+"""What the dashboard needs from the sync server beyond the protocol: the static files
+(the browser client and the dashboard), its config, projector lag and a document's history.
+
+Kept out of `app.py` so the sync server's hot paths stay small; `install_web` adds these
+routes to an app `create_sync_app` built. Everything here reads, as the SELECT-only role.
+
+Lag: the reader role may read only the `khala` schema, so the runtime's journal head is
+read when the database allows it and reported as `null` otherwise; what is always known
+is each projection's position, when it last moved and its last error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import FastAPI, Header, Path, Query, Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from oa.khala.store.reader import ROW_COLUMNS, JournalRow
+from oa.khala.sync.hub import Hub
+from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
+from oa.khala.topics import TOPICS
+
+WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=NO_CACHE)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json({"error": {"code": code, "message": message, "details": {}}}, status)
+
+
+async def _principal(verify: Verify, request: Request, authorization: str | None) -> SyncPrincipal | Response:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return _error(401, "unauthorized", "send Authorization: Bearer <sync token from control>")
+    try:
+        return await verify(authorization[7:].strip(), request.headers.get("origin"))
+    except TokenRefused as exc:
+        return _error(401, exc.code, exc.message)
+
+
+def dashboard_config(app: FastAPI) -> dict[str, Any]:
+    """Control's URL (where the page signs in) and the token timings the page uses.
+
+    `app.state.dashboard` (a dict) overrides; else OA_CONTROL_URL from the environment."""
+    overrides: dict[str, Any] = getattr(app.state, "dashboard", None) or {}
+    return {
+        "control_url": os.environ.get("OA_CONTROL_URL", "").rstrip("/") or None,
+        "token_ttl_s": 300,
+        "refresh_before_s": 30,
+        "topics": list(TOPICS),
+        **overrides,
+    }
+
+
+async def projector_lag(pool: asyncpg.Pool) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT c.projection, c.position, c.failed_at_position, c.error,"
+            " extract(epoch FROM now() - c.updated_at) AS idle_s"
+            " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
+            " ORDER BY c.projection"
+        )
+        errors = await conn.fetch(
+            "SELECT id, at, source, projection, position, message FROM khala.errors ORDER BY id DESC LIMIT 20"
+        )
+        try:
+            head: int | None = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedTableError):
+            head = None
+    return {
+        "at_ms": int(time.time() * 1000),
+        "journal_head": head,
+        "projections": {
+            r["projection"]: {
+                "position": r["position"],
+                "events_behind": None if head is None else max(0, head - r["position"]),
+                "seconds_since_update": round(float(r["idle_s"]), 3),
+                "failed_at_position": r["failed_at_position"],
+                "error": r["error"],
+            }
+            for r in rows
+        },
+        "errors": [
+            {
+                "id": e["id"],
+                "at": e["at"].isoformat(),
+                "source": e["source"],
+                "projection": e["projection"],
+                "position": e["position"],
+                "message": e["message"],
+            }
+            for e in errors
+        ],
+    }
+
+
+def install_web(app: FastAPI, verify: Verify) -> None:
+    """Add the dashboard, the browser client, `/sync/v1/lag` and document history to `app`."""
+
+    @app.get("/client/khala.js", include_in_schema=False)
+    async def client_js() -> FileResponse:
+        return FileResponse(WEB_DIR / "khala.js", media_type="text/javascript", headers=NO_CACHE)
+
+    @app.get("/dashboard/config.json", include_in_schema=False)
+    async def config() -> Response:
+        return _json(dashboard_config(app))
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard_root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    @app.get("/sync/v1/lag", summary="Projector positions, lag behind the runtime journal, recent errors")
+    async def lag(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+        who = await _principal(verify, request, authorization)
+        if isinstance(who, Response):
+            return who
+        hub: Hub = app.state.hub
+        return _json(await projector_lag(hub.pool))
+
+    @app.get(
+        "/sync/v1/topics/{topic}/documents/{doc_key:path}/history",
+        summary="A document's changes still in the stream journal (newest first)",
+    )
+    async def history(
+        request: Request,
+        topic: Annotated[str, Path(max_length=100)],
+        doc_key: Annotated[str, Path(max_length=300)],
+        authorization: Annotated[str | None, Header()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Response:
+        if topic not in TOPICS:
+            return _error(404, "not_found", f"unknown topic {topic!r}")
+        who = await _principal(verify, request, authorization)
+        if isinstance(who, Response):
+            return who
+        if topic not in who.scopes:
+            return _error(403, "forbidden_topic", f"your token does not grant {topic}")
+        hub: Hub = app.state.hub
+        records = await hub.pool.fetch(
+            f"SELECT {ROW_COLUMNS}, committed_at FROM khala.stream_journal"
+            " WHERE topic = $1 AND doc_key = $2 ORDER BY watermark DESC LIMIT $3",
+            topic,
+            doc_key,
+            limit,
+        )
+        rows = [(JournalRow(*r[:-1]), r["committed_at"]) for r in records]
+        visible = [(r, at) for r, at in rows if r.visible_to(who.user_id, who.org_id)]
+        if rows and not visible:
+            return _error(404, "not_found", f"no document {doc_key!r} of yours")
+        body = {
+            "topic": topic,
+            "doc_key": doc_key,
+            "changes": [{**r.wire(), "committed_at": at.isoformat()} for r, at in visible],
+        }
+        return _json(body)
+
+    app.mount("/dashboard", StaticFiles(directory=WEB_DIR / "dashboard", html=True), name="dashboard")

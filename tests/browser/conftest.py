@@ -1,0 +1,192 @@
+"""The whole system for a real browser: control and the projector in this process, the
+Khala sync server as a child process (so a test can kill -9 it and start it again on the
+same port), the runtime from the session fixture, and Debian's Chromium driven by
+Playwright. The browser tests skip, saying why, only when /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from oa.cli.serve import EmbeddedServer
+from oa.control.service.accounts import Accounts
+from oa.control.service.container import build_control_app
+from oa.control.settings import ControlSettings
+from oa.runtime.projector.projector import Projector
+from oa.store.database import Database, with_user
+from tests.support.servers import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+ISSUER = "oa-control-browser-test"
+PASSWORD = "correct horse battery staple"
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        "browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium; "
+        ".ci/run installs it)",
+        allow_module_level=True,
+    )
+
+
+@dataclass
+class KhalaChild:
+    """`oa khala serve` in a child process on a fixed port."""
+
+    database_url: str
+    control_url: str
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = dict(os.environ)
+        env.update(
+            OA_DATABASE_URL=self.database_url,
+            OA_CONTROL_URL=self.control_url,
+            OA_SYNC_TOKEN_ISSUER=ISSUER,
+            OA_HOME=str(self.home),
+        )
+        log = open(self.home / "khala.log", "ab")  # noqa: SIM115 - kept by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "oa.cli.main", "khala", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"khala exited with {self.proc.returncode}: see {self.home / 'khala.log'}")
+            time.sleep(0.1)
+        raise RuntimeError("khala did not become healthy")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+@dataclass
+class Stack:
+    khala: KhalaChild
+    control_url: str
+    runtime_url: str
+    email: str
+    user_id: str
+
+
+async def _serve_on(app: Any, port: int) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+    server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    database_url: str, db: Database, runtime_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    cport, kport = free_port(), free_port()
+    control_url = f"http://127.0.0.1:{cport}"
+    khala_url = f"http://127.0.0.1:{kport}"
+    settings = ControlSettings(
+        issuer=ISSUER,
+        key_secret=b"browser-key-secret-0123456789abcdef",
+        service_token="browser-service-token-0123456789",
+        rotation_lead_s=1.0,
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+    )
+    before = os.environ.get("OA_CONTROL_CORS_ORIGINS")
+    os.environ["OA_CONTROL_CORS_ORIGINS"] = khala_url  # what `oa run` sets
+    try:
+        control_app = build_control_app(database_url, settings)
+    finally:
+        if before is None:
+            os.environ.pop("OA_CONTROL_CORS_ORIGINS", None)
+        else:
+            os.environ["OA_CONTROL_CORS_ORIGINS"] = before
+    server, task = await _serve_on(control_app, cport)
+    email = f"dash-{uuid.uuid4().hex[:8]}@example.com"
+    user_id = await Accounts(db, settings).add_user(email, PASSWORD)
+    projector = Projector(with_user(database_url, "oa_khala_writer"), idle_poll_s=0.2)
+    projector.start()
+    home = tmp_path_factory.mktemp("khala-home")
+    khala = KhalaChild(database_url, control_url, home, kport)
+    await asyncio.to_thread(khala.start)
+    try:
+        yield Stack(khala, control_url, runtime_url, email, user_id)
+    finally:
+        khala.stop()
+        await projector.stop()
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def context(browser: Any) -> AsyncIterator[Any]:
+    ctx = await browser.new_context(viewport={"width": 1200, "height": 900})
+    yield ctx
+    await ctx.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Iterator[Path]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield ARTIFACTS
