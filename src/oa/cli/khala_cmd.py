@@ -44,9 +44,14 @@ def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = No
     """The sync server (SELECT-only role) on its own port; `env` adds to os.environ."""
     from oa.cli.serve import EmbeddedServer
 
-    setup = verifier_from_env({**os.environ, **(env or {})}, home=LocalDeployment.from_env().home)
+    merged = {**os.environ, **(env or {})}
+    setup = verifier_from_env(merged, home=LocalDeployment.from_env().home)
     sync_app = create_sync_app(
-        with_user(url, READER_ROLE), verify_with(setup.verifier), revocations=setup.revocations
+        with_user(url, READER_ROLE),
+        verify_with(setup.verifier),
+        revocations=setup.revocations,
+        admin_key=merged.get("KHALA_SELF_HOSTED_ADMIN_KEY") or None,
+        deployment_class=merged.get("KHALA_DEPLOYMENT_CLASS", "dev"),
     )
     config = uvicorn.Config(
         sync_app, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",

@@ -13,7 +13,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import control_cmd, khala_cmd, replay_cmd, runs_cmd, spend_cmd
+from oa.cli import control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd
 from oa.cli.serve import (
     Listening,
     control_server,
@@ -41,6 +41,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(khala_cmd.app, name="khala")
 app.add_typer(control_cmd.app, name="control")
+app.add_typer(mcp_cmd.app, name="mcp")
 app.add_typer(spend_cmd.app, name="spend")
 app.add_typer(replay_cmd.app, name="replay")
 console = Console()
@@ -67,9 +68,14 @@ def run(
     listening.append(Listening("control /api (auth, sync tokens, JWKS)", f"http://{host}:{cport}"))
     kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
     khala_url = f"http://{host}:{kport}"
-    khala = khala_cmd.khala_server(url, host, kport, {"OA_CONTROL_URL": f"http://{host}:{cport}"})
-    listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
     admin_key = load_or_create_secret(dep.home / "khala-admin.key").decode()
+    khala = khala_cmd.khala_server(
+        url,
+        host,
+        kport,
+        {"OA_CONTROL_URL": f"http://{host}:{cport}", "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key},
+    )
+    listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
 
     def ready() -> None:
         dep.write_env(

@@ -19,6 +19,8 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 import oa
+from oa.khala.admin.api import AdminRefused, admin_router
+from oa.khala.admin.api import error_response as admin_error
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
@@ -39,8 +41,14 @@ def create_sync_app(
     verify: Verify,
     limits: SessionLimits | None = None,
     revocations: RevocationList | None = None,
+    admin_key: str | None = None,
+    deployment_class: str = "dev",
 ) -> FastAPI:
-    """`revocations`, when given, is polled while the app runs and closes revoked sockets."""
+    """`revocations`, when given, is polled while the app runs and closes revoked sockets.
+
+    `admin_key` opens the admin API (`/admin/v1`); `deployment_class` (dev or prod) is what
+    it reports, and what decides whether agents need a production-access grant.
+    """
     limits = limits or SessionLimits()
 
     @asynccontextmanager
@@ -63,6 +71,11 @@ def create_sync_app(
     app = FastAPI(
         title="Khala sync", version=oa.__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
+    app.include_router(admin_router(admin_key, deployment_class))
+
+    @app.exception_handler(AdminRefused)
+    async def admin_refused(_: Request, exc: AdminRefused) -> Response:
+        return admin_error(exc)
 
     @app.websocket("/sync/v1/ws")
     async def ws_endpoint(ws: WebSocket) -> None:

@@ -1,0 +1,219 @@
+"""The `/admin/v1` router: bearer = the deployment's admin key, compared in constant time.
+
+Write requests (rebuild, prune) on a `prod` deployment also need the id of a live grant with
+write scope: the server checks it itself, so a caller that skips the MCP gateway's checks
+still cannot touch production without change control.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+import oa
+from oa.khala.admin import schemas, store
+from oa.khala.topics import TOPICS
+
+DEPLOYMENT_CLASSES = ("dev", "prod")
+WRITE_KINDS = ("rebuild", "prune")
+
+
+class AdminRefused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def error_response(exc: AdminRefused) -> Response:
+    return _json({"error": {"code": exc.code, "message": exc.message, "details": {}}}, exc.status)
+
+
+class GrantIn(BaseModel):
+    ticket: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    requester: str = Field(min_length=1, max_length=200)
+    scope: Literal["read", "write"] = "read"
+    ttl_minutes: int = Field(ge=1, le=60)
+
+
+class AuditIn(BaseModel):
+    grant_id: int | None = None
+    ticket: str | None = Field(default=None, max_length=200)
+    tool: str = Field(min_length=1, max_length=100)
+    args_digest: str = Field(min_length=1, max_length=128)
+    outcome: str = Field(min_length=1, max_length=2000)
+
+
+class RequestIn(BaseModel):
+    kind: Literal["rebuild", "prune", "audit"]
+    topic: str | None = Field(default=None, max_length=100)
+    retention_s: int | None = Field(default=None, ge=0)
+    grant_id: int | None = None
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    p: asyncpg.Pool = request.app.state.hub.pool
+    return p
+
+
+Db = Annotated[asyncpg.Pool, Depends(_pool)]
+
+
+def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
+    if deployment_class not in DEPLOYMENT_CLASSES:
+        raise ValueError(
+            f"KHALA_DEPLOYMENT_CLASS must be one of {DEPLOYMENT_CLASSES}, not {deployment_class!r}"
+        )
+    key = admin_key.encode() if admin_key else None
+
+    async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        if key is None:
+            raise AdminRefused(
+                401,
+                "unauthorized",
+                "this deployment has no admin key: start it with KHALA_SELF_HOSTED_ADMIN_KEY",
+            )
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise AdminRefused(
+                401, "unauthorized", "send Authorization: Bearer <KHALA_SELF_HOSTED_ADMIN_KEY>"
+            )
+        if not hmac.compare_digest(authorization[7:].strip().encode(), key):
+            raise AdminRefused(401, "unauthorized", "wrong admin key for this deployment")
+
+    router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(authorized)])
+
+    @router.get("/deployment", summary="Class (dev/prod, from this server's configuration), versions, lag")
+    async def deployment(db: Db) -> Response:
+        lag = await store.projector_lag(db)
+        return _json(
+            {
+                "class": deployment_class,
+                "versions": {
+                    "oa": oa.__version__,
+                    "sync_protocol": "v1",
+                    "postgres": await db.fetchval("SHOW server_version"),
+                },
+                "topics": await store.topic_heads(db),
+                "journal_head": lag.pop("_journal")["head"],
+                "projector": lag,
+            }
+        )
+
+    @router.get("/topics", summary="Topics with retention, replay budget, heads and proto schemas")
+    async def topics(db: Db) -> Response:
+        heads = await store.topic_heads(db)
+        return _json({"topics": [t | heads[t["name"]] for t in schemas.catalog()]})
+
+    @router.get("/documents", summary="Live documents of a topic by key prefix (cursor paging)")
+    async def documents(
+        db: Db,
+        topic: Annotated[str, Query(max_length=100)],
+        prefix: Annotated[str, Query(max_length=300)] = "",
+        cursor: Annotated[str, Query(max_length=400)] = "",
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> Response:
+        if topic not in TOPICS:
+            raise AdminRefused(404, "not_found", f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
+        docs = await store.documents(db, topic, prefix, cursor, limit)
+        nxt = docs[-1]["doc_key"] if len(docs) == limit else None
+        return _json({"topic": topic, "documents": docs, "next_cursor": nxt})
+
+    @router.get("/documents/{doc_key:path}", summary="One live document with its journal history")
+    async def document(
+        db: Db,
+        doc_key: Annotated[str, Path(max_length=300)],
+        history: Annotated[int, Query(ge=0, le=500)] = 50,
+    ) -> Response:
+        doc, journal = await store.document(db, doc_key, history)
+        if doc is None and not journal:
+            raise AdminRefused(404, "not_found", f"no document {doc_key!r} (live or in the journal)")
+        return _json({"document": doc, "history": journal})
+
+    @router.get("/errors", summary="Recent projector errors and stopped projections")
+    async def errors(db: Db, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+        lag = await store.projector_lag(db)
+        lag.pop("_journal")
+        stopped = {name: row["error"] for name, row in lag.items() if row["error"]}
+        return _json({"errors": await store.errors(db, limit), "stopped_projections": stopped})
+
+    @router.post("/grants", status_code=201, summary="Record a production-access grant (from the gate)")
+    async def create_grant(db: Db, body: GrantIn) -> Response:
+        gid = await store.insert_grant(
+            db, body.ticket, body.reason, body.requester, body.scope, body.ttl_minutes * 60
+        )
+        row = await store.grant(db, gid)
+        assert row is not None
+        return _json({"grant": store.grant_json(row, await store.now(db))}, 201)
+
+    @router.get("/grants", summary="Grants, newest first (live only with ?live=true)")
+    async def list_grants(
+        db: Db, live: bool = False, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    ) -> Response:
+        now = await store.now(db)
+        return _json({"grants": [store.grant_json(r, now) for r in await store.grants(db, live, limit)]})
+
+    @router.delete("/grants", summary="Revoke every live grant")
+    async def revoke_all(db: Db) -> Response:
+        return _json({"revoked": await store.revoke(db, None)})
+
+    @router.delete("/grants/{grant_id}", summary="Revoke one grant")
+    async def revoke_one(db: Db, grant_id: int) -> Response:
+        return _json({"revoked": await store.revoke(db, grant_id)})
+
+    @router.post("/mcp-audit", status_code=201, summary="Append to the MCP audit trail")
+    async def audit_append(db: Db, body: AuditIn) -> Response:
+        aid = await store.insert_audit(
+            db, body.grant_id, body.ticket, body.tool, body.args_digest, body.outcome
+        )
+        return _json({"id": aid}, 201)
+
+    @router.get("/mcp-audit", summary="The MCP audit trail, newest first (cursor = an id)")
+    async def audit_list(
+        db: Db,
+        cursor: Annotated[int, Query(ge=1)] = 2**62,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Response:
+        entries = await store.audit_trail(db, cursor, limit)
+        nxt = entries[-1]["id"] if len(entries) == limit else None
+        return _json({"entries": entries, "next_cursor": nxt})
+
+    @router.post("/requests", status_code=202, summary="Ask the projector to rebuild, prune or audit")
+    async def create_request(db: Db, body: RequestIn) -> Response:
+        args: dict[str, Any] = {}
+        if body.kind == "prune":
+            if body.topic not in TOPICS:
+                raise AdminRefused(
+                    400, "invalid_request", f"prune needs a topic, one of: {', '.join(TOPICS)}"
+                )
+            args = {"topic": body.topic, "retention_s": body.retention_s}
+        if body.kind in WRITE_KINDS and deployment_class == "prod":
+            row = await store.grant(db, body.grant_id) if body.grant_id is not None else None
+            g = store.grant_json(row, await store.now(db)) if row is not None else None
+            if g is None or not g["live"] or g["scope"] != "write":
+                raise AdminRefused(
+                    403,
+                    "forbidden",
+                    f"{body.kind} on a production deployment needs a live grant with write scope"
+                    " (oa mcp gate --scope write)",
+                )
+        rid = await store.insert_request(db, body.kind, args, body.grant_id)
+        return _json(await store.request(db, rid), 202)
+
+    @router.get("/requests/{request_id}", summary="A request's status and result")
+    async def get_request(db: Db, request_id: int) -> Response:
+        found = await store.request(db, request_id)
+        if found is None:
+            raise AdminRefused(404, "not_found", f"no request {request_id}")
+        return _json(found)
+
+    return router

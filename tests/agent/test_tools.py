@@ -1,0 +1,158 @@
+"""Every MCP tool through the SDK's in-memory client, against a real `dev` deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+
+from mcp import Client
+from tests.agent.conftest import ClientFor, Deployment
+
+READ_TOOLS = {
+    "status",
+    "topics",
+    "documents",
+    "document",
+    "runs",
+    "run",
+    "workers",
+    "worker",
+    "audit",
+    "errors",
+}
+WRITE_TOOLS = {"rebuild", "prune"}
+
+
+def ok(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text
+    data: dict[str, Any] = result.structured_content or orjson.loads(result.content[0].text)
+    return data
+
+
+async def call(c: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    return ok(await c.call_tool(tool, args or {}))
+
+
+async def seed_run(client: httpx.AsyncClient, runs: int = 3) -> list[str]:
+    ids = [f"run-mcp-{uuid.uuid4().hex[:8]}" for _ in range(runs)]
+    for rid in ids:
+        for ev in ({"event_type": "run.started", "payload": {"model": "m"}},
+                   {"event_type": "text.delta", "payload": {"text": "hi"}}):  # fmt: skip
+            r = await client.post(f"/internal/v1/runs/{rid}/events", json=ev)
+            assert r.status_code in (200, 201), r.text
+    return ids
+
+
+async def projected(dep: Deployment, key: str) -> None:
+    async with dep.admin() as a:
+        for _ in range(100):
+            if (await a.get(f"/documents/{key}")).status_code == 200:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{key} never projected")
+
+
+async def test_tools_are_listed_with_honest_annotations(dev: Deployment, mcp_client: ClientFor) -> None:
+    async with mcp_client(dev) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+    assert set(tools) == READ_TOOLS | WRITE_TOOLS
+    for name in READ_TOOLS:
+        a = tools[name].annotations
+        assert a is not None and a.read_only_hint is True and a.destructive_hint is False, name
+    for name in WRITE_TOOLS:
+        a = tools[name].annotations
+        assert a is not None and a.read_only_hint is False and a.destructive_hint is True, name
+        assert a.idempotent_hint is True
+
+
+async def test_read_tools(dev: Deployment, mcp_client: ClientFor, client: httpx.AsyncClient) -> None:
+    ids = await seed_run(client)
+    await projected(dev, f"runtime/run_summary:{ids[-1]}")
+    wid = f"w-mcp-{uuid.uuid4().hex[:8]}"
+    assert (await client.post("/internal/v1/codex/workers", json={"worker_id": wid})).status_code in (
+        200,
+        201,
+    )
+    async with mcp_client(dev) as c:
+        status = await call(c, "status")
+        assert status["deployment"]["class"] == "dev" and status["deployment"]["mode"] == "self-hosted"
+        assert status["journal_head"] > 0 and "run_summaries" in str(status["projector_lag"])
+
+        topics = await call(c, "topics")
+        runs_topic = next(t for t in topics["topics"] if t["name"] == "runtime.run_summaries")
+        assert runs_topic["schema"]["wire"]["message"] == "oa.sync.v1.Update"
+        assert any(s["message"] == "oa.runtime.v1.RunStarted" for s in runs_topic["schema"]["source_events"])
+
+        # Paged by key prefix: three of our runs, two pages of two.
+        prefix = "runtime/run_summary:run-mcp-"
+        args = {"topic": "runtime.run_summaries", "prefix": prefix, "limit": 2}
+        first = await call(c, "documents", args)
+        assert len(first["documents"]) == 2 and first["next_cursor"]
+        keys = [d["doc_key"] for d in first["documents"]]
+        rest = await call(c, "documents", {**args, "cursor": first["next_cursor"], "limit": 200})
+        keys += [d["doc_key"] for d in rest["documents"]]
+        assert all(k.startswith(prefix) for k in keys) and len(keys) == len(set(keys))
+        assert {f"runtime/run_summary:{i}" for i in ids} <= set(keys)
+
+        doc = await call(c, "document", {"doc_key": f"runtime/run_summary:{ids[0]}"})
+        assert doc["document"]["payload"]["run_id"] == ids[0]
+        assert [h["doc_version"] for h in doc["history"]] == [2, 1]
+
+        runs = await call(c, "runs", {"owner": "user:alice", "limit": 200})
+        assert {r["run_id"] for r in runs["runs"]} >= set(ids) and all(
+            r["owner"] == "alice" for r in runs["runs"]
+        )
+
+        run = await call(c, "run", {"run_id": ids[0], "limit": 1})
+        assert run["snapshot"]["run_id"] == ids[0] and len(run["events"]) == 1 and run["next_after_seq"] == 1
+
+        workers = await call(c, "workers")
+        assert wid in {w["worker_id"] for w in workers["workers"]}
+        worker = await call(c, "worker", {"worker_id": wid})
+        assert worker["worker_id"] == wid
+
+        audit = await call(c, "audit")
+        assert audit["status"] == "done" and audit["result"]["drift_count"] == 0
+        errors = await call(c, "errors")
+        assert isinstance(errors["errors"], list) and errors["stopped_projections"] == {}
+
+
+async def test_unknown_ids_are_tool_errors_that_say_so(dev: Deployment, mcp_client: ClientFor) -> None:
+    async with mcp_client(dev) as c:
+        missing = await c.call_tool("document", {"doc_key": "runtime/run_summary:nope"})
+        assert missing.is_error and "no document" in missing.content[0].text
+        other = await c.call_tool("run", {"run_id": "run-nope-404"})
+        assert other.is_error and "404" in other.content[0].text
+        bad = await c.call_tool("documents", {"topic": "no.such.topic"})
+        assert bad.is_error and "unknown topic" in bad.content[0].text
+
+
+async def test_write_tools_run_in_the_projector(
+    dev: Deployment, mcp_client: ClientFor, client: httpx.AsyncClient
+) -> None:
+    ids = await seed_run(client, 1)
+    key = f"runtime/run_summary:{ids[0]}"
+    await projected(dev, key)
+    async with mcp_client(dev) as c:
+        before = await call(c, "document", {"doc_key": key})
+        rebuilt = await call(c, "rebuild")
+        assert rebuilt["status"] == "done" and rebuilt["result"]["documents"] >= 1
+        assert rebuilt["result"]["drift_count"] == 0
+        after = await call(c, "document", {"doc_key": key})
+        assert after["document"]["payload_hash"] == before["document"]["payload_hash"]
+
+        # The session database is shared: prune by the topic's own policy, which keeps every
+        # row a client may still resume from (the aggressive case is in test_prune.py).
+        pruned = await call(c, "prune", {"topic": "runtime.notifications"})
+        result = pruned["result"]
+        assert pruned["status"] == "done" and result["topic"] == "runtime.notifications"
+        assert result["retention_floor_after"] >= result["retention_floor_before"]
+        status = await call(c, "status")
+        assert status["topics"]["runtime.notifications"]["retention_floor"] == result["retention_floor_after"]
+
+        bad = await c.call_tool("prune", {"topic": "nope"})
+        assert bad.is_error and "prune needs a topic" in bad.content[0].text
