@@ -77,7 +77,7 @@ class Catalog(BaseModel):
     reason_codes: dict[str, str]
 
 
-def service(request: Request) -> SpendService:
+async def service(request: Request) -> SpendService:
     svc: SpendService = request.app.state.spend
     return svc
 

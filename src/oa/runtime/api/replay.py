@@ -60,7 +60,7 @@ class Receipt(BaseModel):
     hash_rule: str
 
 
-def service(request: Request) -> ReplayService:
+async def service(request: Request) -> ReplayService:
     svc: ReplayService = request.app.state.replay
     return svc
 

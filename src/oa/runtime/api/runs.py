@@ -39,7 +39,7 @@ WRITE_ERRORS = error_responses(400, 401, 403, 409, 413)
 READ_ERRORS = error_responses(400, 401, 403, 404)
 
 
-def service(request: Request) -> RunService:
+async def service(request: Request) -> RunService:
     svc: RunService = request.app.state.runs
     return svc
 

@@ -135,7 +135,7 @@ class ReservationList(BaseModel):
     reservations: list[Reservation]
 
 
-def service(request: Request) -> SpendService:
+async def service(request: Request) -> SpendService:
     svc: SpendService = request.app.state.spend
     return svc
 

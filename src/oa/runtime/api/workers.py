@@ -139,7 +139,7 @@ class WorkerEventPage(BaseModel):
     status: str
 
 
-def service(request: Request) -> WorkerService:
+async def service(request: Request) -> WorkerService:
     svc: WorkerService = request.app.state.workers
     return svc
 

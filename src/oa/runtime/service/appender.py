@@ -57,17 +57,29 @@ class GroupAppender:
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
         self._max = max_batch_events
         self._task: asyncio.Task[None] | None = None
+        self._inflight: list[Command] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.batches = 0
         self.commands = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="oa-group-appender")
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Let the batch being committed finish (its callers get their answer), then stop."""
         if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_s)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for cmd in self._inflight:
+            if not cmd.future.done():
+                # Cut off mid-commit: the outcome is unknown, so say so (retry is safe with keys).
+                cmd.future.set_exception(
+                    InternalError("the runtime stopped during the commit; retry with the same idempotency_key")
+                )
         while not self._queue.empty():
             cmd = self._queue.get_nowait()
             if not cmd.future.done():
@@ -102,7 +114,13 @@ class GroupAppender:
                 nxt = self._queue.get_nowait()
                 batch.append(nxt)
                 size += len(nxt.requests)
-            await self._commit_batch(batch)
+            self._inflight = batch
+            self._idle.clear()
+            try:
+                await self._commit_batch(batch)
+            finally:
+                self._inflight = []
+                self._idle.set()
 
     async def _commit_batch(self, batch: list[Command]) -> None:
         for _attempt in range(5):
@@ -200,7 +218,9 @@ class GroupAppender:
 
         created_keys = set(created)
         for kind in sorted({k for k, _ in created_keys}):
-            fresh = [h for (k, _), h in created.items() if k == kind]
+            # Sorted, like every lock we take: two batches creating the same streams
+            # in opposite orders would otherwise deadlock on the primary key.
+            fresh = sorted((h for (k, _), h in created.items() if k == kind), key=lambda h: h.stream_id)
             if await sql.create_heads(conn, fresh) != len(fresh):
                 raise _RetryBatch
         changed = [heads[key] for key in sorted(touched - created_keys)]
