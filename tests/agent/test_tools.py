@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import orjson
-
 from mcp import Client
+
 from tests.agent.conftest import ClientFor, Deployment
 
 READ_TOOLS = {

@@ -102,17 +102,17 @@ def select(env: Mapping[str, str]) -> Selection:
         return Anonymous(warnings)
     has_url, has_key = _set(env, URL), _set(env, KEY)
     others = [v for v in OTHER_SELECTORS if _set(env, v)]
+    if others:
+        raise SelectionError(
+            f"{', '.join(others)} cannot select a deployment here"
+            + (f" and must not be mixed with {URL}/{KEY}" if has_url or has_key else "")
+            + f": use {URL} and {KEY} together, or neither"
+        )
     if has_url != has_key:
         found, missing = (URL, KEY) if has_url else (KEY, URL)
         raise SelectionError(
             f"{found} is set but {missing} is not: {URL} and {KEY} select a deployment together "
             f"(set both, or neither for the anonymous local deployment)"
-        )
-    if others:
-        raise SelectionError(
-            f"{', '.join(others)} cannot select a deployment here"
-            + (f" and must not be mixed with {URL}/{KEY}" if has_url else "")
-            + f": use {URL} and {KEY} together, or neither"
         )
     if not has_url:
         return Anonymous(
