@@ -292,36 +292,37 @@ def _wrong_audience(principal: str) -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-# (id, header value or None, words the message must contain, details.reason)
-BAD_SIGNATURES: list[tuple[str, str | None, tuple[str, ...], str | None]] = [
-    ("missing", None, ("missing", HEADER, "oa token runtime"), None),
-    ("empty", "", ("missing", HEADER), None),
-    ("forged", _forged("user:alice"), ("not a valid caller signature",), "invalid"),
-    (
-        "expired",
-        sign_caller(SECRET, "user:alice", 60, now=time.time() - 3600),
-        ("expired", "mint a fresh one"),
-        "expired",
-    ),
-    ("alg-none", _alg_none("user:alice"), ("not a valid caller signature",), "invalid"),
-    ("malformed", "not-a-jwt", ("not a valid caller signature",), "invalid"),
-    ("too-long-lived", _too_long_lived("user:alice"), ("short-lived",), "ttl"),
-    ("wrong-audience", _wrong_audience("user:alice"), ("audience",), "invalid"),
+def _expired(principal: str) -> str:
+    return sign_caller(SECRET, principal, 60, now=time.time() - 3600)
+
+
+# (id, makes the header value (None: no header), words the message must contain, details.reason).
+# Tokens are minted when the test runs, not at collection: a long suite would expire them.
+BAD_SIGNATURES: list[tuple[str, Callable[[str], str | None], tuple[str, ...], str | None]] = [
+    ("missing", lambda _p: None, ("missing", HEADER, "oa token runtime"), None),
+    ("empty", lambda _p: "", ("missing", HEADER), None),
+    ("forged", _forged, ("not a valid caller signature",), "invalid"),
+    ("expired", _expired, ("expired", "mint a fresh one"), "expired"),
+    ("alg-none", _alg_none, ("not a valid caller signature",), "invalid"),
+    ("malformed", lambda _p: "not-a-jwt", ("not a valid caller signature",), "invalid"),
+    ("too-long-lived", _too_long_lived, ("short-lived",), "ttl"),
+    ("wrong-audience", _wrong_audience, ("audience",), "invalid"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("token", "mentions", "reason"), [c[1:] for c in BAD_SIGNATURES], ids=[c[0] for c in BAD_SIGNATURES]
+    ("make_token", "mentions", "reason"), [c[1:] for c in BAD_SIGNATURES], ids=[c[0] for c in BAD_SIGNATURES]
 )
 async def test_bad_signature(
     runtime_url: str,
     db: Database,
     started: str,
-    token: str | None,
+    make_token: Callable[[str], str | None],
     mentions: tuple[str, ...],
     reason: str | None,
 ) -> None:
     before = await footprint(db, started)
+    token = make_token("user:alice")
     headers = {} if token is None else {HEADER: token}
     async with httpx.AsyncClient(base_url=runtime_url, headers=headers) as anon:
         for r in (
