@@ -64,9 +64,13 @@ def run(
     runtime = runtime_server(url, dep, host, port)
     listening = [Listening("runtime /internal/v1", f"http://{host}:{port}")]
     cport = pick_port(host, control_port if control_port != port else 0)
+    kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
+    # The dashboard Khala serves signs in to this control from Khala's origin (CORS).
+    origins = [f"http://{host}:{kport}"] + ([f"http://localhost:{kport}"] if host == "127.0.0.1" else [])
+    os.environ.setdefault("OA_CONTROL_CORS_ORIGINS", ",".join(origins))
+    os.environ["OA_CONTROL_URL"] = f"http://{host}:{cport}"  # the dashboard's config.json names it
     control = control_server(url, dep, host, cport)
     listening.append(Listening("control /api (auth, sync tokens, JWKS)", f"http://{host}:{cport}"))
-    kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
     khala_url = f"http://{host}:{kport}"
     admin_key = load_or_create_secret(dep.home / "khala-admin.key").decode()
     khala = khala_cmd.khala_server(
@@ -199,6 +203,16 @@ def bench_replay(
 ) -> None:
     """Export and verify a large run's REPLAY.jsonl (events per second)."""
     _run_bench("replay.py", ["--events", str(events)])
+
+
+@bench_app.command("browser")
+def bench_browser(
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 100.0,
+    seconds: Annotated[float, typer.Option(help="How long to append.")] = 10.0,
+    quick: Annotated[bool, typer.Option(help="A 3 s smoke run.")] = False,
+) -> None:
+    """Commit -> pixels latency in the dashboard (Chromium), p50 and p99, measured in the page."""
+    _run_bench("browser.py", ["--rate", str(rate), "--seconds", str(seconds), *(["--quick"] if quick else [])])
 
 
 def _run_bench(script: str, args: list[str]) -> None:

@@ -105,7 +105,10 @@ export function recordPaint(entries) {
   const domAt = Date.now();
   const fresh = [];
   for (const e of entries) {
-    const sent = e.payload && typeof e.payload.sent_ms === "number" ? e.payload.sent_ms : null;
+    // A commit time stamped by the writer (bench/browser.py sends run.delta {delta: {sent_ms}}).
+    const p = e.payload || {};
+    const stamp = typeof p.sent_ms === "number" ? p.sent_ms : p.delta && p.delta.sent_ms;
+    const sent = typeof stamp === "number" ? stamp : null;
     const id = `${e.run_id}:${e.seq}`;
     if (sent === null || metrics.seen.has(id)) continue;
     metrics.seen.add(id);
