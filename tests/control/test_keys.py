@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
 import jwt
+import pytest
 
 from oa.control.domain.tokens import MAX_TTL_S
 from oa.control.service.keyring import Keyring
+from oa.control.settings import ControlSettings
+from oa.exceptions import InternalError
 from oa.khala.auth import JwksCache, KeySet, SyncTokenVerifier
 from oa.store.database import Database
 from tests.control.conftest import ISSUER, NewUser, mint
@@ -79,3 +83,15 @@ async def test_a_fresh_verifier_trusts_a_jwks_it_fetched_only(control_url: str) 
     assert await jwks.refresh() is True
     assert await jwks.refresh() is False  # rate-limited
     assert jwks.fetches == 1 and jwks.keys.kids()
+
+
+async def test_a_control_with_the_wrong_key_secret_refuses_to_start(
+    database_url: str, control_settings: ControlSettings, control_url: str
+) -> None:
+    wrong = replace(control_settings, key_secret=b"another-secret-0123456789abcdefgh")
+    db = await Database.connect(database_url, min_size=1, max_size=2)
+    try:
+        with pytest.raises(InternalError, match="OA_CONTROL_KEY_SECRET"):
+            await Keyring(db, wrong).start()
+    finally:
+        await db.close()

@@ -12,6 +12,7 @@ import pytest
 
 from oa.exceptions import TokenRejected
 from oa.khala.auth import Revocation, RevocationList, SyncTokenVerifier
+from oa.store.database import Database
 from tests.control.conftest import SERVICE_TOKEN, NewUser, mint
 
 
@@ -142,3 +143,25 @@ async def test_concurrent_revocations_all_reach_the_feed(
     while not all(revocations.jti_revoked(j) for j in jtis):
         assert time.monotonic() < deadline, "some revocations never reached the verifier"
         await asyncio.sleep(0.1)
+
+
+async def test_expired_revocations_leave_the_feed_and_are_pruned(
+    control: httpx.AsyncClient, db: Database
+) -> None:
+    from oa.control.adapters import tokens_sql
+
+    old, recent = f"old-{time.time_ns()}", f"recent-{time.time_ns()}"
+    async with db.transaction() as conn:
+        await tokens_sql.lock_revocations(conn)
+        for value, age in ((old, "2 days"), (recent, "1 minute")):
+            await conn.execute(
+                "INSERT INTO control.revocations (kind, value, reason, expires_at)"
+                f" VALUES ('jti', $1, 'test', now() - interval '{age}')",
+                value,
+            )
+    auth = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    feed = (await control.get("/api/sync/revocations", params={"limit": 10_000}, headers=auth)).json()
+    assert not {old, recent} & {r["value"] for r in feed["revocations"]}
+    assert await tokens_sql.prune(db.pool) >= 1
+    left = {r["value"] for r in await db.fetch("SELECT value FROM control.revocations")}
+    assert old not in left and recent in left

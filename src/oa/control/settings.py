@@ -53,7 +53,7 @@ class ControlSettings:
         hs = env.get("OA_CONTROL_HS256_SECRET")
         return cls(
             issuer=env.get("OA_CONTROL_ISSUER", issuer),
-            key_secret=_secret(env.get("OA_CONTROL_KEY_SECRET"), home / "control-keys.secret").encode(),
+            key_secret=key_secret(home),
             service_token=service_token(home),
             default_ttl_s=int(env.get("OA_CONTROL_TOKEN_TTL", DEFAULT_TTL_S)),
             rotation_lead_s=float(env.get("OA_CONTROL_ROTATION_LEAD_S", 30.0)),
@@ -67,6 +67,7 @@ def service_token(home: Path) -> str:
 
 
 def key_secret(home: Path) -> bytes:
+    """Encrypts signing keys at rest; every control process of a deployment needs the same one."""
     return _secret(os.environ.get("OA_CONTROL_KEY_SECRET"), home / "control-keys.secret").encode()
 
 

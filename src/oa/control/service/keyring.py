@@ -72,6 +72,7 @@ class Keyring:
         if self.mode == "ES256":
             await self.ensure_key()
             await self.reload()
+            self.signer()  # fail at start, not at the first mint, if the key secret is wrong
             self._task = asyncio.create_task(self._reload_loop())
 
     async def stop(self) -> None:
@@ -129,7 +130,14 @@ class Keyring:
             raise InternalError("no signing key is active; run `oa control rotate-keys`")
         private = self._private.get(record.kid)
         if private is None:
-            private = keydomain.load_private(record, self._settings.key_secret)
+            try:
+                private = keydomain.load_private(record, self._settings.key_secret)
+            except (ValueError, TypeError):
+                raise InternalError(
+                    f"signing key {record.kid} cannot be decrypted: it was stored with another key "
+                    "secret. Give every control process of this deployment the same "
+                    "OA_CONTROL_KEY_SECRET (or $OA_HOME/control-keys.secret)"
+                ) from None
             self._private[record.kid] = private
         return Signer(record.kid, record.alg, private)
 
