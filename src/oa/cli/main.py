@@ -205,6 +205,16 @@ def bench_replay(
     _run_bench("replay.py", ["--events", str(events)])
 
 
+@bench_app.command("auth")
+def bench_auth(
+    seconds: Annotated[float, typer.Option(help="Duration of each timed phase.")] = 3.0,
+    tokens: Annotated[int, typer.Option(help="Distinct tokens to verify.")] = 20_000,
+    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
+) -> None:
+    """Sync tokens minted and verified per second on one core (targets 2,000 and 20,000)."""
+    _run_bench("auth.py", ["--seconds", str(seconds), "--tokens", str(tokens), *(["--quick"] if quick else [])])
+
+
 @bench_app.command("browser")
 def bench_browser(
     rate: Annotated[float, typer.Option(help="Events per second.")] = 100.0,
