@@ -225,6 +225,21 @@ def bench_browser(
     _run_bench("browser.py", ["--rate", str(rate), "--seconds", str(seconds), *(["--quick"] if quick else [])])
 
 
+@bench_app.command("sync")
+def bench_sync(
+    seconds: Annotated[float, typer.Option(help="Measured window per latency phase.")] = 8.0,
+    idle: Annotated[int, typer.Option(help="Idle subscriptions.")] = 10_000,
+    events: Annotated[int, typer.Option(help="Events appended for rebuild/audit.")] = 100_000,
+    no_deflate: Annotated[bool, typer.Option(help="Clients do not offer permessage-deflate.")] = False,
+    profile: Annotated[bool, typer.Option(help="py-spy the sync server in each phase.")] = False,
+    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
+) -> None:
+    """Commit → client latency under fan-out, memory per idle subscription, rebuild/audit speed."""
+    flags = [*(["--no-deflate"] if no_deflate else []), *(["--profile"] if profile else [])]
+    flags += ["--quick"] if quick else []
+    _run_bench("sync.py", ["--seconds", str(seconds), "--idle", str(idle), "--events", str(events), *flags])
+
+
 def _run_bench(script: str, args: list[str]) -> None:
     path = Path(__file__).resolve().parents[3] / "bench" / script
     if not path.exists():

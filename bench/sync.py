@@ -1,0 +1,644 @@
+"""`oa bench sync`: commit → client latency under fan-out, idle memory, rebuild and audit speed.
+
+One machine, one Postgres (embedded in a temp folder, or `OA_BENCH_DATABASE_URL`), a fresh
+database migrated to head, and the real processes, each in its own interpreter:
+`oa serve runtime`, `oa khala project` (the projector) and `oa khala serve` (the sync
+server; tokens are minted by the bench with its own ES256 key, whose JWKS it writes to a
+file for `OA_KHALA_JWKS_FILE`).
+
+1. Latency, for 1, 100 and 1,000 subscribers at 100 and 1,000 runtime events/s. A writer
+   process (`_sync_writer.py`) appends single events over HTTP at a fixed, open-loop rate,
+   round-robin over 20 runs of one owner in one org. Probes (`_sync_clients.py --probe`,
+   up to 4 sockets in a process of their own, authenticated as the owner) parse every
+   frame and stamp its receive time; the other subscribers (distinct users of the same
+   org, so every update is visible to each and the server encodes per user, as in real
+   life) sit 250 to a process and count the update rows they receive. Per event and per
+   probe, latency = the first receive time at which the probe's summary of that run reached
+   a `doc_version` ≥ the event's seq, minus the event's `recorded_at` (Postgres `now()` in
+   the appending transaction, same clock): "commit → client". The same minus the writer's
+   send time is "append → client" (adds the HTTP append). Events never seen are "missed".
+   "delivered" is the share of (subscriber, journal row) pairs that arrived: the server
+   really fanned out to everyone or the table says it did not.
+2. Idle: 10,000 subscriptions (10 processes of 1,000 sockets) on a fresh sync server;
+   server RSS before and after, divided by the count.
+3. Rebuild: with the projector stopped, 100,000 events go in through the batch API; a new
+   projector's catch-up rate is measured from its first checkpoint move to the head; then
+   `rebuild` and `audit` (oa.runtime.projector.rebuild) run in-process on a writer-role
+   connection over the whole journal. Compared with the eventsourcing library's projection
+   catch-up quoted for this machine kind (515 events/s).
+
+Every phase records the cores each party used: on 2 cores the load generator, the
+subscribers and the server compete, and that is the first thing to read when a target is
+missed. Results: rich tables and `bench/results/sync.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+import psycopg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
+from _sync_procs import Child, Helper, Profile, free_port
+
+from oa.runtime.projector.rebuild import audit, rebuild
+from oa.store import migrate
+from oa.store.database import with_user
+
+console = Console(width=None if sys.stdout.isatty() else 170)
+ISSUER = "oa-bench-sync"
+KID = "bench-sync-1"
+OWNER, ORG = "bench-owner", "bench-org"
+PROBES = 4
+PER_PROCESS = 250
+IDLE_PER_PROCESS = 1000
+TARGET_P50, TARGET_P99 = 5.0, 25.0
+TARGET_KB = 50.0
+TARGET_REBUILD = 20_000.0
+PEER_CATCHUP = 515.0
+
+
+@dataclass
+class Latency:
+    subscribers: int
+    rate: float
+    achieved_rate: float = 0.0
+    events: int = 0
+    samples: int = 0
+    missed: int = 0
+    commit_p50: float = 0.0
+    commit_p99: float = 0.0
+    append_p50: float = 0.0
+    append_p99: float = 0.0
+    http_p50: float = 0.0
+    delivered: float = 0.0
+    client_errors: int = 0
+    first_error: str | None = None
+    writer_errors: int = 0
+    late_starts: int = 0
+    cores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Bench:
+    """What every phase needs: the database, the servers, the key, the progress display."""
+
+    db_url: str
+    work: Path
+    pg: benchlib.PgServer
+    progress: Progress
+    secret: str
+    env: dict[str, str]
+    runtime: Child | None = None
+    projector: Child | None = None
+    khala: Child | None = None
+    khala_port: int = 0
+    runtime_url: str = ""
+
+    deflate: bool = True
+    profile_dir: Path | None = None
+    profiles: dict[str, Any] = field(default_factory=dict)
+
+    def profile(self, name: str, seconds: float) -> Profile | None:
+        """py-spy on the sync server for `seconds` (only with `--profile`)."""
+        if self.profile_dir is None or self.khala is None:
+            return None
+        return Profile(self.khala.pid, seconds, self.profile_dir / f"{name}.txt")
+
+    def keep(self, name: str, prof: Profile | None) -> None:
+        if prof is not None:
+            self.profiles[name] = prof.top()
+
+    def client_args(self) -> list[str]:
+        return [
+            *([] if self.deflate else ["--no-deflate"]),
+            *("--url", f"ws://127.0.0.1:{self.khala_port}/sync/v1/ws", "--key", str(self.work / "key.pem")),
+            *("--kid", KID, "--issuer", ISSUER, "--org", ORG),
+        ]
+
+    def start_khala(self) -> Child:
+        self.khala_port = free_port()
+        health = f"http://127.0.0.1:{self.khala_port}/healthz"
+        self.khala = Child(["khala", "serve", "--port", str(self.khala_port)], self.env, health).start()
+        return self.khala
+
+
+def _keys(work: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (work / "key.pem").write_bytes(pem)
+    jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    (work / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": KID, "alg": "ES256", "use": "sig"}]}))
+
+
+def _split(total: int, per: int) -> list[int]:
+    parts = max(1, -(-total // per))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _topic_head(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(max(watermark), 0) FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_projected(db_url: str, timeout: float) -> None:
+    """Until every live projection's checkpoint reaches the journal head (bounded)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT (SELECT position FROM runtime.journal_head WHERE id = 1),"
+                " (SELECT coalesce(min(position), 0) FROM khala.checkpoints c JOIN khala.state s"
+                "  ON s.live_generation = c.generation)"
+            ).fetchone()
+            if row and row[1] >= row[0]:
+                return
+            time.sleep(0.05)
+
+
+def _event_times(db_url: str, tag: str) -> dict[tuple[str, int], float]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT stream_id, seq, extract(epoch FROM recorded_at)::float8 FROM runtime.events"
+            " WHERE stream_id LIKE %s AND event_type = 'text.delta'",
+            (tag + "-%",),
+        ).fetchall()
+    return {(r[0], int(r[1])): float(r[2]) for r in rows}
+
+
+def _first_reach(seen: list[list[Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per run: (running max doc_version, time it was first reached), in receive order."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for run, version, t in seen:
+        steps = out.setdefault(run, [])
+        if not steps or version > steps[-1][0]:
+            steps.append((int(version), float(t)))
+    return out
+
+
+def _latencies(
+    writer: dict[str, Any], probes: list[list[list[Any]]], recorded: dict[tuple[str, int], float]
+) -> tuple[list[float], list[float], int]:
+    runs: list[str] = writer["runs"]
+    commit: list[float] = []
+    append: list[float] = []
+    missed = 0
+    for seen in probes:
+        reach = _first_reach(seen)
+        for run_idx, seq, t_sent in writer["sent"]:
+            run = runs[run_idx]
+            t_rec = recorded.get((run, seq))
+            steps = reach.get(run, [])
+            t_recv = next((t for v, t in steps if v >= seq), None)  # steps are few per run
+            if t_recv is None or t_rec is None:
+                missed += 1
+                continue
+            commit.append((t_recv - t_rec) * 1000.0)
+            append.append((t_recv - t_sent) * 1000.0)
+    commit.sort()
+    append.sort()
+    return commit, append, missed
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine has been busy (every process, ours or not)."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _window(
+    b: Bench, res: Latency, probes: Helper, counters: list[Helper], seconds: float, tag: str, task: Any
+) -> dict[str, Any]:
+    """One rate on already-connected subscribers: writer, metered window, catch-up, marks."""
+    clients = [probes, *counters]
+    before = [c.mark() for c in clients]
+    h0 = _topic_head(b.db_url)
+    start_at = time.time() + 1.5
+    writer = Helper(
+        "_sync_writer.py",
+        [
+            *("--url", b.runtime_url, "--secret", b.secret, "--owner", OWNER, "--org", ORG, "--tag", tag),
+            *("--rate", str(res.rate), "--seconds", str(seconds), "--start-at", repr(start_at)),
+        ],
+    )
+    try:
+        meter = benchlib.CpuMeter()
+        for name, group in (("khala", b.khala), ("projector", b.projector), ("runtime", b.runtime)):
+            meter.watch(name, group.processes if group else list)
+        meter.watch("postgres", b.pg.processes)
+        meter.watch("subscribers", lambda: [c.proc for c in counters if c.proc.poll() is None])
+        meter.watch("probes", lambda: [probes.proc] if probes.proc.poll() is None else [])
+        meter.watch("writer", lambda: [writer.proc] if writer.proc.poll() is None else [])
+        while time.time() < start_at:
+            time.sleep(0.02)
+        meter.start()
+        busy0 = _busy()
+        prof = b.profile(f"latency-{res.subscribers}-{res.rate:g}", seconds)
+        while time.time() < start_at + seconds:
+            b.progress.update(task, completed=time.time() - start_at)
+            time.sleep(0.05)
+        meter.stop()
+        machine = (_busy() - busy0) / meter.wall
+        w = writer.finish(timeout=120)
+    finally:
+        writer.kill()
+    _wait_projected(b.db_url, 30)
+    h1 = _topic_head(b.db_url)
+    expected = max(1, h1 - h0) * res.subscribers
+    # Grace for the fan-out to drain: until every row arrived, or nothing moved for 2 s
+    # (then what is missing is lost, e.g. to slow_consumer), at most 30 s.
+    rows, still, deadline = -1, 0, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = [c.mark() for c in clients]
+        now_rows = sum(a["rows"] - x["rows"] for a, x in zip(after, before, strict=True))
+        if now_rows >= expected:
+            break
+        still = still + 1 if now_rows == rows else 0
+        if still >= 4:
+            break
+        rows = now_rows
+        time.sleep(0.5)
+    b.progress.update(task, completed=seconds)
+    b.keep(f"latency-{res.subscribers}-{res.rate:g}", prof)
+    rows = sum(a["rows"] - x["rows"] for a, x in zip(after, before, strict=True))
+    res.delivered = min(rows, expected) / expected
+    res.client_errors = sum(a["errors"] - x["errors"] for a, x in zip(after, before, strict=True))
+    res.achieved_rate = w["events"] / max(w["elapsed_s"], seconds)
+    res.events = w["events"]
+    res.http_p50 = benchlib.percentile(sorted(w["http_ms"]), 50)
+    res.writer_errors = w["errors"]
+    res.late_starts = w["late_starts"]
+    res.cores = meter.shares()
+    # Other engineers' work on this machine (tests, browsers): it competes for the same cores.
+    res.cores["others"] = round(max(0.0, machine - sum(res.cores.values())), 2)
+    return w
+
+
+def bench_latency(b: Bench, subscribers: int, rates: list[float], seconds: float) -> list[Latency]:
+    """Connect `subscribers` once, then one measured window per rate."""
+    n_probes = min(PROBES, subscribers)
+    connect = b.progress.add_task(f"connect {subscribers:,} subscribers", total=1)
+    probes = Helper(
+        "_sync_clients.py", [*b.client_args(), "--count", str(n_probes), "--user", OWNER, "--probe"]
+    )
+    counters = [
+        Helper("_sync_clients.py", [*b.client_args(), "--count", str(n), "--first", str(i * PER_PROCESS)])
+        for i, n in enumerate(_split(subscribers - n_probes, PER_PROCESS))
+        if subscribers - n_probes > 0
+    ]
+    results: list[tuple[Latency, dict[str, Any], str]] = []
+    try:
+        live = probes.wait_ready() + sum(c.wait_ready() for c in counters)
+        if live < subscribers:
+            raise RuntimeError(f"only {live} of {subscribers} subscribers connected")
+        b.progress.update(connect, completed=1)
+        for rate in rates:
+            res = Latency(subscribers, rate)
+            task = b.progress.add_task(f"{subscribers:,} subscribers, {rate:,.0f} events/s", total=seconds)
+            tag = f"lat{subscribers}x{rate:g}-{secrets.token_hex(3)}"
+            results.append((res, _window(b, res, probes, counters, seconds, tag, task), tag))
+        p = probes.finish()
+        for c in counters:
+            c.finish()
+    finally:
+        for h in (probes, *counters):
+            h.kill()
+    for res, w, tag in results:
+        commit, append, res.missed = _latencies(w, p["seen"], _event_times(b.db_url, tag))
+        res.samples = len(commit)
+        res.commit_p50, res.commit_p99 = benchlib.percentile(commit, 50), benchlib.percentile(commit, 99)
+        res.append_p50, res.append_p99 = benchlib.percentile(append, 50), benchlib.percentile(append, 99)
+        if res.client_errors and res.first_error is None:
+            res.first_error = p["first_error"]
+    return [r for r, _, _ in results]
+
+
+@dataclass
+class Idle:
+    subscriptions: int = 0
+    rss_before_mb: float = 0.0
+    rss_after_mb: float = 0.0
+    kb_per_sub: float = 0.0
+    connect_s: float = 0.0
+    sessions_reported: int = 0
+
+
+def bench_idle(b: Bench, count: int) -> Idle:
+    """A fresh sync server; warm it with a few sockets, then hold `count` subscriptions."""
+    import urllib.request
+
+    task = b.progress.add_task(f"{count:,} idle subscriptions", total=4)
+    assert b.khala is not None
+    b.khala.stop()
+    khala = b.start_khala()
+    warm = Helper("_sync_clients.py", [*b.client_args(), "--count", "20", "--user-prefix", "warm-"])
+    warm.wait_ready()
+    warm.finish()
+    time.sleep(1.0)
+    res = Idle(rss_before_mb=khala.rss() / 2**20)
+    b.progress.advance(task)
+    t0 = time.monotonic()
+    prof = b.profile("idle-connect", 15)
+    helpers = [
+        Helper("_sync_clients.py", [*b.client_args(), "--count", str(n), "--first", str(i * IDLE_PER_PROCESS),
+                                    "--connect-concurrency", "32"])
+        for i, n in enumerate(_split(count, IDLE_PER_PROCESS))
+    ]  # fmt: skip
+    try:
+        res.subscriptions = sum(h.wait_ready() for h in helpers)
+        res.connect_s = time.monotonic() - t0
+        b.keep("idle-connect", prof)
+        b.progress.advance(task)
+        time.sleep(3.0)  # let every session's first timers and buffers settle
+        res.rss_after_mb = khala.rss() / 2**20
+        with urllib.request.urlopen(f"http://127.0.0.1:{b.khala_port}/sync/v1/status", timeout=10) as r:
+            res.sessions_reported = int(json.loads(r.read())["sessions"])
+        b.progress.advance(task)
+        for h in helpers:
+            h.finish()
+    finally:
+        for h in helpers:
+            h.kill()
+    b.progress.advance(task)
+    res.kb_per_sub = (res.rss_after_mb - res.rss_before_mb) * 1024 / max(1, res.subscriptions)
+    return res
+
+
+@dataclass
+class Fold:
+    appended: int = 0
+    append_s: float = 0.0
+    catchup_events: int = 0
+    catchup_s: float = 0.0
+    rebuild_events: int = 0
+    rebuild_s: float = 0.0
+    rebuild_drift: int = 0
+    audit_events: int = 0
+    audit_s: float = 0.0
+    audit_drift: int = 0
+
+
+def bench_fold(b: Bench, events: int) -> Fold:
+    res = Fold()
+    assert b.projector is not None
+    b.projector.stop()
+    task = b.progress.add_task(f"append {events:,} events (batch API)", total=None)
+    out = Helper(
+        "_sync_writer.py",
+        [*("--url", b.runtime_url, "--secret", b.secret, "--owner", OWNER, "--org", ORG),
+         *("--tag", f"bulk-{secrets.token_hex(3)}", "--bulk", str(events), "--in-flight", "4")],
+    ).finish(timeout=600)  # fmt: skip
+    if out["errors"]:
+        raise RuntimeError(f"bulk append failed: {out['first_error']}")
+    res.appended, res.append_s = out["events"], out["seconds"]
+    b.progress.update(task, total=1, completed=1)
+
+    async def positions(conn: asyncpg.Connection) -> tuple[int, int]:
+        row = await conn.fetchrow(
+            "SELECT (SELECT position FROM runtime.journal_head WHERE id = 1) AS head,"
+            " (SELECT coalesce(min(position), 0) FROM khala.checkpoints c JOIN khala.state s"
+            "  ON s.live_generation = c.generation) AS pos"
+        )
+        return int(row["head"]), int(row["pos"])
+
+    async def run() -> None:
+        conn = await asyncpg.connect(with_user(b.db_url, "oa_khala_writer"))
+        try:
+            head, before = await positions(conn)
+            catch = b.progress.add_task("projector catch-up", total=head - before)
+            b.projector = Child(["khala", "project"], b.env).start()
+            deadline = time.monotonic() + 600
+            t_first = None
+            first_pos = before
+            pos = before
+            while pos < head and time.monotonic() < deadline:
+                _, pos = await positions(conn)
+                if t_first is None and pos > before:
+                    t_first, first_pos = time.monotonic(), pos
+                b.progress.update(catch, completed=pos - before)
+                await asyncio.sleep(0.02)
+            if t_first is not None:
+                res.catchup_events, res.catchup_s = pos - first_pos, time.monotonic() - t_first
+            b.projector.stop()  # rebuild takes the same row lock; measure it alone
+            total = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
+            rb = b.progress.add_task("rebuild (new generation, parity, switch)", total=total)
+            t0 = time.monotonic()
+            report = await rebuild(conn, lambda done, h: b.progress.update(rb, completed=done, total=h))
+            res.rebuild_s, res.rebuild_events, res.rebuild_drift = (
+                time.monotonic() - t0,
+                report.events,
+                len(report.drift),
+            )
+            au = b.progress.add_task("audit (fresh fold vs live documents)", total=total)
+            t0 = time.monotonic()
+            report = await audit(conn, lambda done, h: b.progress.update(au, completed=done, total=h))
+            res.audit_s, res.audit_events, res.audit_drift = (
+                time.monotonic() - t0,
+                report.events,
+                len(report.drift),
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return res
+
+
+def _ms(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def _cores(c: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.2f}" for k, v in c.items() if v >= 0.01)
+
+
+def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Table]:
+    t1 = Table(title=f"oa bench sync: commit → client latency ({os.cpu_count()} cores, loopback)")
+    for col in ("subscribers", "events/s (achieved)", "commit→client p50 / p99 ms", "append→client p50 / p99",
+                "samples (missed)", "delivered", "target", "met", "cores used"):  # fmt: skip
+        t1.add_column(col, justify="right" if col not in ("target", "cores used") else "left")
+    for r in lat:
+        target = met = ""
+        if r.subscribers == 1000 and r.rate == 100:
+            target = f"p50 ≤ {TARGET_P50:g}, p99 ≤ {TARGET_P99:g}"
+            ok = r.commit_p50 <= TARGET_P50 and r.commit_p99 <= TARGET_P99 and r.missed == 0
+            met = "[green]yes[/]" if ok else "[red]no[/]"
+        errs = f" [red]{r.client_errors} err[/]" if r.client_errors else ""
+        t1.add_row(
+            f"{r.subscribers:,}",
+            f"{r.rate:,.0f} ({r.achieved_rate:,.0f})",
+            f"{_ms(r.commit_p50)} / {_ms(r.commit_p99)}",
+            f"{_ms(r.append_p50)} / {_ms(r.append_p99)}",
+            f"{r.samples:,} ({r.missed:,})",
+            f"{r.delivered:.1%}{errs}",
+            target,
+            met,
+            _cores(r.cores),
+        )
+    tables = [t1]
+    if idle is not None:
+        t2 = Table(title="idle subscriptions on one sync server process")
+        for col in ("subscriptions", "server RSS before → after MB", "KB per subscription", "target", "met",
+                    "connect+auth+subscribe s"):  # fmt: skip
+            t2.add_column(col, justify="right")
+        t2.add_row(
+            f"{idle.subscriptions:,} ({idle.sessions_reported:,} sessions)",
+            f"{idle.rss_before_mb:.0f} → {idle.rss_after_mb:.0f}",
+            f"{idle.kb_per_sub:.1f}",
+            f"< {TARGET_KB:g} KB",
+            "[green]yes[/]" if idle.kb_per_sub < TARGET_KB else "[red]no[/]",
+            f"{idle.connect_s:.1f}",
+        )
+        tables.append(t2)
+    if fold is not None:
+        t3 = Table(title="folding the journal into Khala documents")
+        for col in ("what", "events", "seconds", "events/s", "target", "met", "vs eventsourcing catch-up"):
+            t3.add_column(col, justify="left" if col in ("what", "target") else "right")
+
+        def row(what: str, n: int, s: float, target: bool, drift: int | None = None) -> None:
+            rate = n / s if s else 0.0
+            d = "" if drift is None else (f" [red]{drift} drift[/]" if drift else ", 0 drift")
+            t3.add_row(
+                what + d, f"{n:,}", f"{s:.2f}", f"{rate:,.0f}",
+                f"≥ {TARGET_REBUILD:,.0f}/s" if target else "",
+                ("[green]yes[/]" if rate >= TARGET_REBUILD else "[red]no[/]") if target else "",
+                f"{rate / PEER_CATCHUP:.0f}x (quoted {PEER_CATCHUP:.0f}/s)",
+            )  # fmt: skip
+
+        t3.add_row("append (batch API, 1,000/request)", f"{fold.appended:,}", f"{fold.append_s:.2f}",
+                   f"{fold.appended / fold.append_s:,.0f}" if fold.append_s else "-", "", "", "")  # fmt: skip
+        row("projector catch-up (live, journaled)", fold.catchup_events, fold.catchup_s, False)
+        row("oa khala rebuild (whole journal)", fold.rebuild_events, fold.rebuild_s, True, fold.rebuild_drift)
+        row("oa khala audit (whole journal)", fold.audit_events, fold.audit_s, True, fold.audit_drift)
+        tables.append(t3)
+    return tables
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="oa bench sync", description=__doc__)
+    p.add_argument("--seconds", type=float, default=8.0, help="measured window of each latency phase")
+    p.add_argument("--idle", type=int, default=10_000, help="idle subscriptions")
+    p.add_argument("--events", type=int, default=100_000, help="events appended for the rebuild phase")
+    p.add_argument("--subscribers", default="1,100,1000")
+    p.add_argument("--rates", default="100,1000")
+    p.add_argument("--phases", default="latency,idle,fold", help="which phases to run")
+    p.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate")
+    p.add_argument("--profile", action="store_true", help="py-spy the sync server in each phase")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: short windows, fewer sockets, fewer events"
+    )
+    args = p.parse_args(argv)
+    subs = [int(x) for x in args.subscribers.split(",")]
+    rates = [float(x) for x in args.rates.split(",")]
+    seconds, idle_n, events = args.seconds, args.idle, args.events
+    if args.quick:
+        subs, seconds, idle_n, events = [s for s in subs if s <= 100], 2.0, 1000, 10_000
+    from _sync_clients import raise_nofile
+
+    raise_nofile()
+    t_begin = time.monotonic()
+    lat: list[Latency] = []
+    idle: Idle | None = None
+    fold: Fold | None = None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with (
+        tempfile.TemporaryDirectory(prefix="oa-bench-sync-") as tmp,
+        Progress(*columns, console=console, transient=False) as progress,
+        benchlib.postgres() as pg,
+        benchlib.database(pg.admin_url, "oa_bench_sync") as db_url,
+    ):
+        work = Path(tmp)
+        _keys(work)
+        migrate(db_url)
+        secret = secrets.token_hex(32)
+        env = {
+            "OA_DATABASE_URL": db_url,
+            "OA_HOME": str(work / "home"),
+            "OA_RUNTIME_CALLER_SECRET": secret,
+            "OA_KHALA_JWKS_FILE": str(work / "jwks.json"),
+            "OA_SYNC_TOKEN_ISSUER": ISSUER,
+        }
+        b = Bench(db_url, work, pg, progress, secret, env, deflate=not args.no_deflate)
+        phases = set(args.phases.split(","))
+        if args.profile:
+            b.profile_dir = benchlib.RESULTS_DIR / "sync-profiles"
+            b.profile_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            port = free_port()
+            b.runtime_url = f"http://127.0.0.1:{port}"
+            b.runtime = Child(
+                ["serve", "runtime", "--port", str(port), "--skip-migrate"], env, b.runtime_url + "/healthz"
+            ).start()
+            b.projector = Child(["khala", "project"], env).start()
+            b.start_khala()
+            if "latency" in phases:
+                for n in subs:
+                    lat.extend(bench_latency(b, n, rates, seconds))
+            if "idle" in phases:
+                idle = bench_idle(b, idle_n)
+            if "fold" in phases:
+                fold = bench_fold(b, events)
+        finally:
+            for c in (b.khala, b.projector, b.runtime):
+                if c is not None:
+                    c.stop()
+    for t in render(lat, idle, fold):
+        console.print(t)
+    for r in lat:
+        if r.client_errors or r.writer_errors:
+            console.print(
+                f"[red]{r.subscribers} subs @ {r.rate:g}/s: {r.client_errors} client errors "
+                f"({r.first_error}), {r.writer_errors} writer errors[/]"
+            )
+    for name, prof in b.profiles.items():
+        top = ", ".join(f"{f} {share:.0%}" for f, share in prof["self"][:6])
+        console.print(f"[dim]py-spy {name} (self time): {top}[/]")
+    elapsed = time.monotonic() - t_begin
+    console.print(
+        f"whole run {elapsed:.0f} s; latency windows {seconds:g} s each; psutil {psutil.__version__}"
+    )
+    benchlib.RESULTS_DIR.mkdir(exist_ok=True)
+    out = benchlib.RESULTS_DIR / "sync.json"
+    out.write_text(
+        json.dumps(
+            {
+                "cpu_count": os.cpu_count(),
+                "seconds": seconds,
+                "elapsed_s": round(elapsed, 1),
+                "latency": [asdict(r) for r in lat],
+                "idle": asdict(idle) if idle else None,
+                "fold": asdict(fold) if fold else None,
+                "profiles": b.profiles,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
