@@ -107,7 +107,7 @@ class KhalaClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def wait_until(self, predicate: Callable[[KhalaClient], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_until(self, predicate: Callable[[KhalaClient], bool], timeout: float = 10.0) -> None:
         """Wait until `predicate(self)` holds (checked after every applied batch)."""
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: predicate(self))

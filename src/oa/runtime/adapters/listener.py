@@ -95,7 +95,7 @@ class JournalListener:
                 self._waiters.pop(stream, None)
 
 
-async def wait_for_wakeup(ev: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
+async def wait_for_wakeup(ev: asyncio.Event, timeout: float) -> bool:
     try:
         await asyncio.wait_for(ev.wait(), timeout)
         return True
