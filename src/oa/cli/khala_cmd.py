@@ -42,7 +42,7 @@ def database_url() -> str:
 
 def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = None) -> uvicorn.Server:
     """The sync server (SELECT-only role) on its own port; `env` adds to os.environ."""
-    from oa.cli.serve import EmbeddedServer
+    from oa.cli.serve import embedded_server
 
     merged = {**os.environ, **(env or {})}
     setup = verifier_from_env(merged, home=LocalDeployment.from_env().home)
@@ -53,11 +53,7 @@ def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = No
         admin_key=merged.get("KHALA_SELF_HOSTED_ADMIN_KEY") or None,
         deployment_class=merged.get("KHALA_DEPLOYMENT_CLASS", "dev"),
     )
-    config = uvicorn.Config(
-        sync_app, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
-        ws="websockets", ws_max_size=1 << 20, access_log=False, lifespan="on", timeout_graceful_shutdown=2,
-    )  # fmt: skip
-    return EmbeddedServer(config)
+    return embedded_server(sync_app, host, port, ws="websockets", ws_max_size=1 << 20)
 
 
 @app.command()

@@ -61,24 +61,22 @@ def prepare_database(dep: LocalDeployment) -> str:
     return url
 
 
+def embedded_server(app: Any, host: str, port: int, **options: Any) -> uvicorn.Server:
+    """uvicorn on uvloop + httptools, quiet, sharing the loop with the other servers."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", loop="uvloop", http="httptools",
+        access_log=False, lifespan="on", timeout_graceful_shutdown=3, **options,
+    )  # fmt: skip
+    return EmbeddedServer(config)
+
+
 def runtime_server(
     url: str, dep: LocalDeployment, host: str, port: int, pool_size: int = 10
 ) -> uvicorn.Server:
     secret_env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
     secret = secret_env.encode() if secret_env else load_or_create_secret(dep.caller_secret_file)
     app = build_runtime_app(url, RuntimeSettings.from_env(secret), pool_size=pool_size)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    return EmbeddedServer(config)
+    return embedded_server(app, host, port)
 
 
 def control_server(
@@ -88,18 +86,7 @@ def control_server(
     OA_CONTROL_ISSUER says otherwise."""
     settings = ControlSettings.from_env(dep.home, issuer=f"http://{host}:{port}")
     app = build_control_app(url, settings, pool_size=pool_size)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    return EmbeddedServer(config)
+    return embedded_server(app, host, port)
 
 
 async def serve_all(servers: list[uvicorn.Server], on_ready: Callable[[], Any] | None = None) -> None:

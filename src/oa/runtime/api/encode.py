@@ -10,9 +10,9 @@ from starlette.responses import Response
 from oa.runtime.domain.journal import Event, Outcome, Plan
 
 
-def event_json(ev: Event) -> dict[str, Any]:
+def event_json(ev: Event, id_field: str = "run_id") -> dict[str, Any]:
     return {
-        "run_id": ev.stream_id,
+        id_field: ev.stream_id,
         "seq": ev.seq,
         "event_type": ev.event_type,
         "payload": orjson.Fragment(ev.payload_json),

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.responses import Response
 
-from oa.exceptions import InvalidRequest
 from oa.runtime.api.auth import principal
 from oa.runtime.api.encode import event_json, json_response, outcome_json, plan_status
 from oa.runtime.api.errors import error_responses
@@ -28,7 +24,7 @@ from oa.runtime.api.models import (
     FrameResult,
     Snapshot,
 )
-from oa.runtime.api.sse import STREAM_HEADERS, EventStream, sse_ok
+from oa.runtime.api.sse import STREAM_HEADERS, EventStream, resume_cursor, sse_body, sse_ok
 from oa.runtime.domain.journal import AppendRequest
 from oa.runtime.service.runs import RunService
 
@@ -176,31 +172,9 @@ async def stream(
     cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> Response:
-    header_cursor: int | None = None
-    if last_event_id is not None:
-        if not re.fullmatch(r"[0-9]{1,19}", last_event_id):
-            raise InvalidRequest(
-                "Last-Event-ID must be a seq (a non-negative integer)", {"header": "Last-Event-ID"}
-            )
-        header_cursor = int(last_event_id)
-    if cursor is not None and header_cursor is not None and cursor != header_cursor:
-        raise InvalidRequest(
-            f"Last-Event-ID ({header_cursor}) and ?cursor= ({cursor}) disagree; send one of them",
-            {"cursor": cursor, "last_event_id": header_cursor},
-        )
-    start = cursor if cursor is not None else (header_cursor or 0)
+    start = resume_cursor(cursor, last_event_id)
     head = await runs.head(who, run_id)
     runs.check_cursor(head, start)
     keepalive: float = request.app.state.runtime_settings.stream_keepalive_s
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b"retry: 1000\n\n"
-        async for ev in runs.follow(run_id, start, keepalive):
-            if ev is None:
-                yield b": keepalive\n\n"
-                continue
-            data = orjson.dumps(event_json(ev))
-            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.seq, ev.event_type.encode(), data)
-        yield b"event: end\ndata: {}\n\n"
-
-    return EventStream(body(), headers=STREAM_HEADERS)
+    body = sse_body(runs.follow(run_id, start, keepalive), event_json, end_event=True)
+    return EventStream(body, headers=STREAM_HEADERS)

@@ -8,10 +8,15 @@ FastAPI from advertising a JSON body for a 200 that never has one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any
 
+import orjson
 from starlette.responses import StreamingResponse
+
+from oa.exceptions import InvalidRequest
+from oa.runtime.domain.journal import Event
 
 SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -42,3 +47,35 @@ class EventStream(StreamingResponse):
         self, content: AsyncIterable[bytes], status_code: int = 200, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(content, status_code, headers, media_type="text/event-stream")
+
+
+def resume_cursor(cursor: int | None, last_event_id: str | None) -> int:
+    """Where a stream resumes: `?cursor=` or `Last-Event-ID` (both and different is a 400)."""
+    header_cursor: int | None = None
+    if last_event_id is not None:
+        if not re.fullmatch(r"[0-9]{1,18}", last_event_id):
+            raise InvalidRequest(
+                "Last-Event-ID must be a seq (a non-negative integer)", {"header": "Last-Event-ID"}
+            )
+        header_cursor = int(last_event_id)
+    if cursor is not None and header_cursor is not None and cursor != header_cursor:
+        raise InvalidRequest(
+            f"Last-Event-ID ({header_cursor}) and ?cursor= ({cursor}) disagree; send one of them",
+            {"cursor": cursor, "last_event_id": header_cursor},
+        )
+    return cursor if cursor is not None else (header_cursor or 0)
+
+
+async def sse_body(
+    events: AsyncIterator[Event | None], encode: Callable[[Event], dict[str, Any]], *, end_event: bool
+) -> AsyncIterator[bytes]:
+    """Frame journal events as SSE (`id` = seq); `None` from `events` is a keep-alive tick."""
+    yield b"retry: 1000\n\n"
+    async for ev in events:
+        if ev is None:
+            yield b": keepalive\n\n"
+            continue
+        data = orjson.dumps(encode(ev))
+        yield b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.seq, ev.event_type.encode(), data)
+    if end_event:
+        yield b"event: end\ndata: {}\n\n"

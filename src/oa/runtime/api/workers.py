@@ -3,21 +3,18 @@ the SSE stream, stop. Same envelope, signatures and cursor rules as the runs API
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.responses import Response
 
-from oa.exceptions import InvalidRequest
 from oa.runtime.api.auth import principal
+from oa.runtime.api.encode import event_json as encode_event
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
 from oa.runtime.api.jsonbody import StrictJSONRoute
-from oa.runtime.api.sse import STREAM_HEADERS, EventStream, sse_ok
+from oa.runtime.api.sse import STREAM_HEADERS, EventStream, resume_cursor, sse_body, sse_ok
 from oa.runtime.domain.journal import AppendRequest, Event, Outcome, Plan
 from oa.runtime.service.workers import WorkerService
 
@@ -148,19 +145,8 @@ Workers = Annotated[WorkerService, Depends(service)]
 
 
 def event_json(ev: Event) -> dict[str, Any]:
-    return {
-        "worker_id": ev.stream_id,
-        "seq": ev.seq,
-        "event_type": ev.event_type,
-        "payload": orjson.Fragment(ev.payload_json),
-        "payload_hash": ev.payload_hash,
-        "prev_hash": ev.prev_hash,
-        "hash": ev.hash,
-        "position": ev.position,
-        "idempotency_key": ev.idempotency_key,
-        "principal": ev.principal,
-        "recorded_at": ev.recorded_at,
-    }
+    """A worker event on the wire: the run event shape, keyed by `worker_id`."""
+    return encode_event(ev, id_field="worker_id")
 
 
 def outcome_json(worker_id: str, o: Outcome) -> dict[str, Any]:
@@ -327,30 +313,9 @@ async def stream(
     cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> Response:
-    header_cursor: int | None = None
-    if last_event_id is not None:
-        if not re.fullmatch(r"[0-9]{1,18}", last_event_id):
-            raise InvalidRequest(
-                "Last-Event-ID must be a seq (a non-negative integer)", {"header": "Last-Event-ID"}
-            )
-        header_cursor = int(last_event_id)
-    if cursor is not None and header_cursor is not None and cursor != header_cursor:
-        raise InvalidRequest(
-            f"Last-Event-ID ({header_cursor}) and ?cursor= ({cursor}) disagree; send one of them",
-            {"cursor": cursor, "last_event_id": header_cursor},
-        )
-    start = cursor if cursor is not None else (header_cursor or 0)
+    start = resume_cursor(cursor, last_event_id)
     head = await workers.head(who, worker_id)
     workers.check_cursor(head, start)
     keepalive: float = request.app.state.runtime_settings.stream_keepalive_s
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b"retry: 1000\n\n"
-        async for ev in workers.follow(worker_id, start, keepalive):
-            if ev is None:
-                yield b": keepalive\n\n"
-                continue
-            data = orjson.dumps(event_json(ev))
-            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.seq, ev.event_type.encode(), data)
-
-    return EventStream(body(), headers=STREAM_HEADERS)
+    body = sse_body(workers.follow(worker_id, start, keepalive), event_json, end_event=False)
+    return EventStream(body, headers=STREAM_HEADERS)
