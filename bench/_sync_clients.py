@@ -139,16 +139,19 @@ class Sub:
         self.closed = True
 
 
-async def _heartbeats(sockets: list[ClientConnection], stop: asyncio.Event) -> None:
+async def _heartbeats(sockets: list[ClientConnection | None], stop: asyncio.Event) -> None:
+    """From the first connect on: the server closes a socket silent for 60 s, and opening
+    10,000 can take longer than that."""
     beat = orjson.dumps({"type": "heartbeat"}).decode()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 20.0)
         if stop.is_set():
             return
-        for ws in sockets:
-            with contextlib.suppress(Exception):
-                await ws.send(beat)
+        for ws in list(sockets):
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await ws.send(beat)
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,14 +175,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                         failures.append(f"{type(exc).__name__}: {exc}"[:200])
                     await asyncio.sleep(0.2 * (attempt + 1))
 
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_heartbeats(sockets, stop))]
     t0 = time.monotonic()
     await asyncio.gather(*(open_one(i) for i in range(args.count)))
     connect_s = time.monotonic() - t0
     live = [(s, ws) for s, ws in zip(subs, sockets, strict=True) if ws is not None]
     listeners = [asyncio.create_task(s.listen(ws)) for s, ws in live]
     print(f"READY {len(live)}", flush=True)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(_heartbeats([ws for _, ws in live], stop))]
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + args.max_seconds
     while time.monotonic() < deadline:
