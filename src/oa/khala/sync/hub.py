@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from itertools import groupby
 from typing import TYPE_CHECKING
@@ -45,6 +46,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._listen(), name="khala-hub-listen"),
             asyncio.create_task(self._pump(), name="khala-hub-pump"),
+            asyncio.create_task(self._tick(), name="khala-hub-tick"),
         ]
 
     async def stop(self) -> None:
@@ -78,6 +80,13 @@ class Hub:
                 log.warning("khala hub lost its LISTEN connection: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now, wall = time.monotonic(), time.time()
+            for session in list(self.sessions):
+                session.tick(now, wall)
 
     async def _pump(self) -> None:
         while True:

@@ -133,13 +133,11 @@ class Session:
     async def run(self) -> None:
         writer = asyncio.create_task(self._writer())
         reader_task = asyncio.create_task(self._read_loop())
-        timers = asyncio.create_task(self._timers())
         try:
             await asyncio.wait([writer, reader_task], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.hub.sessions.discard(self)
-            for t in (reader_task, timers):
-                t.cancel()
+            reader_task.cancel()
             if not writer.done():
                 # Let a queued fatal error reach the client before the socket closes.
                 with contextlib.suppress(TimeoutError, Exception):
@@ -293,26 +291,21 @@ class Session:
         heads = {t: max(target[t], self.hub.heads.get(t, 0)) for t in cursors}
         self._enqueue(batch_frame(visible, True, heads))
 
-    async def _timers(self) -> None:
-        while True:
-            await asyncio.sleep(min(1.0, self.limits.heartbeat_s))
-            now = time.monotonic()
-            p = self.principal
-            if p is not None and time.time() >= p.expires_at:
-                self.fail(
-                    ProtocolError(
-                        "token_expired", "your sync token expired; reconnect with a fresh one", fatal=True
-                    )
+    def tick(self, now: float, wall: float) -> None:
+        """Expiry, idleness and heartbeats; the hub calls this for every session each second
+        (one timer for all sessions instead of a task per socket: memory per subscription)."""
+        p = self.principal
+        if p is not None and wall >= p.expires_at:
+            self.fail(
+                ProtocolError(
+                    "token_expired", "your sync token expired; reconnect with a fresh one", fatal=True
                 )
-                return
-            if now - self._last_inbound > self.limits.idle_timeout_s:
-                self.fail(
-                    ProtocolError("idle_timeout", "no message or heartbeat from you; closing", fatal=True)
-                )
-                return
-            if p is not None and now - self._last_heartbeat >= self.limits.heartbeat_s:
-                self._last_heartbeat = now
-                self._enqueue(protocol.frame("heartbeat", sent_at_ms=int(time.time() * 1000)))
+            )
+        elif now - self._last_inbound > self.limits.idle_timeout_s:
+            self.fail(ProtocolError("idle_timeout", "no message or heartbeat from you; closing", fatal=True))
+        elif p is not None and now - self._last_heartbeat >= self.limits.heartbeat_s:
+            self._last_heartbeat = now
+            self._enqueue(protocol.frame("heartbeat", sent_at_ms=int(wall * 1000)))
 
     def revoke(self, reason: str) -> None:
         self.fail(
