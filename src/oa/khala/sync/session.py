@@ -57,6 +57,8 @@ class Session:
         self.limits = limits
         self.principal: SyncPrincipal | None = None
         self.topics: set[str] = set()
+        # (live topics, user, org): sessions with equal keys share one encoded frame per batch.
+        self._fanout_key: tuple[tuple[str, ...], str, str | None] | None = None
         self._replaying: dict[str, list[list[JournalRow]]] = {}
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue)
         self._closing: ProtocolError | None = None
@@ -85,7 +87,9 @@ class Session:
             mine = [r for r in mine if r.topic not in replaying]
             if not mine:
                 return
-        key = (tuple(sorted(self.topics - set(self._replaying))), p.user_id, p.org_id)
+        key = self._fanout_key
+        if key is None:
+            key = self._fanout_key = (tuple(sorted(self.topics - set(self._replaying))), p.user_id, p.org_id)
         if key not in cache:
             visible = [r for r in mine if r.visible_to(p.user_id, p.org_id)]
             live_heads = {t: heads.get(t, 0) for t in key[0]}
@@ -185,9 +189,11 @@ class Session:
         if refresh and self.principal is not None and p.user_id != self.principal.user_id:
             raise ProtocolError("unauthorized", "a refreshed token must be for the same user", fatal=True)
         self.principal = p
+        self._fanout_key = None
         lost = [t for t in self.topics if t not in p.scopes]
         for t in lost:
             self.topics.discard(t)
+            self._fanout_key = None
             self.fail(
                 ProtocolError("forbidden_topic", f"the new token does not grant {t}; unsubscribed", topic=t)
             )
@@ -227,6 +233,7 @@ class Session:
             for t in msg.get("topics") or []:
                 self.topics.discard(t)
                 self._replaying.pop(t, None)
+            self._fanout_key = None
         elif kind == "subscribe":
             assert self.principal is not None
             await self._subscribe(protocol.parse_subscribe(msg, self.principal.scopes))
@@ -261,6 +268,7 @@ class Session:
         for topic in cursors:
             self._replaying[topic] = []
             self.topics.add(topic)
+        self._fanout_key = None
         target = {t: self.hub.heads.get(t, 0) for t in cursors}
         self._enqueue(
             protocol.frame(
@@ -280,6 +288,7 @@ class Session:
             if visible:
                 self._enqueue(batch_frame(visible, False, target))
         held = {t: self._replaying.pop(t, []) for t in cursors}
+        self._fanout_key = None
         pending = [
             r for batches in held.values() for b in batches for r in b if r.watermark > target[r.topic]
         ]
