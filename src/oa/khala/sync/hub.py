@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from itertools import groupby
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -105,14 +104,21 @@ class Hub:
                 log.warning("khala hub could not read the journal: %s", exc)
                 await asyncio.sleep(0.5)
 
-    def dispatch(self, rows: Iterable[JournalRow]) -> None:
-        """Offer each batch whole; runs without awaiting, so heads move batch by batch."""
-        for _, group in groupby(rows, key=lambda r: r.batch_id):
-            batch = list(group)
-            for r in batch:
-                if r.watermark > self.heads.get(r.topic, 0):
-                    self.heads[r.topic] = r.watermark
-            cache: dict[tuple[object, ...], bytes | None] = {}
-            for session in list(self.sessions):
-                session.offer(batch, self.heads, cache)
-            self.batches_dispatched += 1
+    def dispatch(self, rows: Sequence[JournalRow]) -> None:
+        """Offer everything read in one go as one frame per session.
+
+        `rows` are whole projector batches (the reader never splits one), so a frame may
+        merge several transactions but never holds part of one; under load this is what
+        keeps frames per second from growing with events per second. Runs without
+        awaiting, so no session sees the heads move between batches.
+        """
+        if not rows:
+            return
+        for r in rows:
+            if r.watermark > self.heads.get(r.topic, 0):
+                self.heads[r.topic] = r.watermark
+        cache: dict[tuple[object, ...], bytes | None] = {}
+        batch = list(rows)
+        for session in list(self.sessions):
+            session.offer(batch, self.heads, cache)
+        self.batches_dispatched += len({r.batch_id for r in rows})

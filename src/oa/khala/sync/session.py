@@ -73,7 +73,7 @@ class Session:
     def offer(
         self, batch: list[JournalRow], heads: Mapping[str, int], cache: dict[tuple[object, ...], bytes | None]
     ) -> None:
-        """Called by the hub for every batch; never awaits."""
+        """Called by the hub with whole projector batches (one or more); never awaits."""
         p = self.principal
         if p is None or self._closing is not None:
             return
@@ -91,9 +91,14 @@ class Session:
         if key is None:
             key = self._fanout_key = (tuple(sorted(self.topics - set(self._replaying))), p.user_id, p.org_id)
         if key not in cache:
-            visible = [r for r in mine if r.visible_to(p.user_id, p.org_id)]
-            live_heads = {t: heads.get(t, 0) for t in key[0]}
-            cache[key] = batch_frame(visible, True, live_heads) if visible else None
+            # Sessions that see the same rows share one encoded frame, whoever they are
+            # (e.g. every member of an org), so encoding is per distinct view, not per user.
+            visible = tuple(i for i, r in enumerate(mine) if r.visible_to(p.user_id, p.org_id))
+            view = ("view", key[0], visible)
+            if view not in cache:
+                live_heads = {t: heads.get(t, 0) for t in key[0]}
+                cache[view] = batch_frame([mine[i] for i in visible], True, live_heads) if visible else None
+            cache[key] = cache[view]
         data = cache[key]
         if data is not None:
             self._enqueue(data)
