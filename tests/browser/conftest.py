@@ -135,7 +135,7 @@ async def stack(
     khala_url = f"http://127.0.0.1:{kport}"
     settings = ControlSettings(
         issuer=ISSUER,
-        key_secret=b"browser-key-secret-0123456789abcdef",
+        key_secret=b"test-key-secret-0123456789abcdef",  # the one secret every control in the session shares (one database)
         service_token="browser-service-token-0123456789",
         rotation_lead_s=1.0,
         argon2_time_cost=1,
