@@ -84,7 +84,8 @@ def _split(total: int, parts: int) -> list[int]:
 class ChildRuntime:
     """`oa serve runtime` in a child process on a free port."""
 
-    def __init__(self, database_url: str, secret: str, home: Path) -> None:
+    def __init__(self, database_url: str, secret: str, home: Path, workers: int = 1) -> None:
+        self.workers = workers
         self.database_url = database_url
         self.secret = secret
         self.home = home
@@ -107,7 +108,10 @@ class ChildRuntime:
         )
         cmd = [sys.executable, "-m", "oa.cli.main", "serve", "runtime", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [*cmd, "--skip-migrate"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*cmd, "--skip-migrate", "--workers", str(self.workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -404,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--writers", type=int, default=32)
     p.add_argument("--quick", action="store_true", help="2-second windows (smoke run)")
     p.add_argument("--client-procs", type=int, default=2, help="load-generator processes")
+    p.add_argument("--server-workers", type=int, default=1, help="runtime processes sharing the port")
     p.add_argument("--peer-procs", type=int, default=1, help="processes for the eventsourcing threads")
     args = p.parse_args(argv)
     seconds = min(args.seconds, 2.0) if args.quick else args.seconds
@@ -422,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             with benchlib.database(pg.admin_url, "oa_bench_runtime") as db_url:
                 migrate(db_url)
                 progress.advance(setup)
-                server = ChildRuntime(db_url, secrets.token_hex(32), work / "home")
+                server = ChildRuntime(db_url, secrets.token_hex(32), work / "home", args.server_workers)
                 server.start()
                 progress.advance(setup)
                 try:

@@ -137,6 +137,8 @@ def serve_runtime(
     port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
     pool_size: Annotated[int, typer.Option(help="Postgres pool size.")] = 10,
     skip_migrate: Annotated[bool, typer.Option(help="Assume the schema is at head.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Processes sharing the port.")] = 1,
+    reuse_port: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Serve only the runtime API (OA_DATABASE_URL or the embedded Postgres)."""
     dep = LocalDeployment.from_env()
@@ -146,10 +148,33 @@ def serve_runtime(
         url = resolve_database_url(dep.home)
     else:
         url = prepare_database(dep)
+    if workers > 1:
+        _serve_workers(workers, host, port, pool_size)
+        return
     server = runtime_server(url, dep, host, port, pool_size=pool_size)
+    server.reuse_port = reuse_port  # type: ignore[attr-defined]
     uvloop.run(
         serve_all([server], on_ready=lambda: print(f"runtime listening on http://{host}:{port}", flush=True))
     )
+
+
+def _serve_workers(workers: int, host: str, port: int, pool_size: int) -> None:
+    """Start `workers` runtime processes on one port (SO_REUSEPORT) and wait for them."""
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, "-m", "oa.cli.main", "serve", "runtime", "--host", host, "--port", str(port)]
+    cmd += ["--pool-size", str(pool_size), "--skip-migrate", "--reuse-port"]
+    children = [subprocess.Popen(cmd) for _ in range(workers)]
+
+    def forward(sig: int, _frame: object) -> None:
+        for c in children:
+            c.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [c.wait() for c in children]
+    raise SystemExit(max(codes))
 
 
 @token_app.command("runtime")
@@ -178,11 +203,11 @@ def bench_append(
     seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
     writers: Annotated[int, typer.Option(help="Concurrent writers.")] = 32,
     quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
+    server_workers: Annotated[int, typer.Option(help="Runtime processes sharing the port.")] = 1,
 ) -> None:
     """Append throughput and latency through the HTTP API vs pgbench and eventsourcing."""
-    _run_bench(
-        "append.py", ["--seconds", str(seconds), "--writers", str(writers), *(["--quick"] if quick else [])]
-    )
+    args = ["--seconds", str(seconds), "--writers", str(writers), "--server-workers", str(server_workers)]
+    _run_bench("append.py", [*args, *(["--quick"] if quick else [])])
 
 
 @bench_app.command("spend")
@@ -193,7 +218,8 @@ def bench_spend(
 ) -> None:
     """Reservations per second: one hot authorization vs 100 authorizations."""
     _run_bench(
-        "spend.py", ["--seconds", str(seconds), "--reservers", str(reservers), *(["--quick"] if quick else [])]
+        "spend.py",
+        ["--seconds", str(seconds), "--reservers", str(reservers), *(["--quick"] if quick else [])],
     )
 
 
@@ -212,7 +238,9 @@ def bench_auth(
     quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
 ) -> None:
     """Sync tokens minted and verified per second on one core (targets 2,000 and 20,000)."""
-    _run_bench("auth.py", ["--seconds", str(seconds), "--tokens", str(tokens), *(["--quick"] if quick else [])])
+    _run_bench(
+        "auth.py", ["--seconds", str(seconds), "--tokens", str(tokens), *(["--quick"] if quick else [])]
+    )
 
 
 @bench_app.command("browser")
@@ -222,7 +250,9 @@ def bench_browser(
     quick: Annotated[bool, typer.Option(help="A 3 s smoke run.")] = False,
 ) -> None:
     """Commit -> pixels latency in the dashboard (Chromium), p50 and p99, measured in the page."""
-    _run_bench("browser.py", ["--rate", str(rate), "--seconds", str(seconds), *(["--quick"] if quick else [])])
+    _run_bench(
+        "browser.py", ["--rate", str(rate), "--seconds", str(seconds), *(["--quick"] if quick else [])]
+    )
 
 
 @bench_app.command("sync")

@@ -24,11 +24,28 @@ from oa.store import migrate, resolve_database_url
 
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to us, so several can share one loop."""
+    """A uvicorn server that leaves signals to us, so several can share one loop.
+
+    With `reuse_port`, it binds with SO_REUSEPORT so several processes can serve one port
+    (the kernel spreads connections): the runtime is stateless over Postgres, and its
+    global journal order holds across processes (the head lock), so this is safe.
+    """
+
+    reuse_port = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.reuse_port:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.config.host, self.config.port))
+            sock.set_inheritable(True)
+            sockets = [sock]
+        await super().serve(sockets=sockets)
 
 
 @dataclass
