@@ -126,7 +126,7 @@ async def _serve_on(app: Any, port: int) -> tuple[EmbeddedServer, asyncio.Task[N
     return server, task
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # its projector must not outlive these tests (others reset Khala)
 async def stack(
     database_url: str, db: Database, runtime_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
@@ -167,7 +167,7 @@ async def stack(
         await task
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
