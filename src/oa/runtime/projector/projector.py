@@ -20,6 +20,7 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from oa.khala.store import writer
+from oa.khala.topics import TOPIC_NAMES
 from oa.runtime.adapters.journal_sql import read_journal
 from oa.runtime.projector.fold import fold_batch, keys_for
 from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
@@ -114,7 +115,10 @@ async def lag(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, ob
 class Projector:
     """Runs `project_batch` whenever the journal moves, while holding the leader lock."""
 
-    def __init__(self, writer_url: str, batch_size: int = 1000, idle_poll_s: float = 1.0) -> None:
+    def __init__(
+        self, writer_url: str, batch_size: int = 1000, idle_poll_s: float = 1.0, prune_every_s: float = 60.0
+    ) -> None:
+        self._prune_every = prune_every_s
         self._url = writer_url
         self._batch = batch_size
         self._idle = idle_poll_s
@@ -145,6 +149,7 @@ class Projector:
                 delay = min(delay * 2, 5.0)
 
     async def _lead(self) -> None:
+        from oa.runtime.projector.prune import prune  # imported late, like requests below
         from oa.runtime.projector.requests import run_pending_requests  # it imports rebuild, which imports us
 
         conn = await asyncpg.connect(self._url)
@@ -156,7 +161,7 @@ class Projector:
             self.leader = True
             await conn.add_listener("oa_journal", lambda *_: woke.set())
             await conn.add_listener("khala_admin_requests", lambda *_: woke.set())
-            measured = 0.0
+            measured = pruned = 0.0
             while True:
                 woke.clear()
                 while n := await project_batch(conn, batch_size=self._batch):
@@ -168,6 +173,11 @@ class Projector:
                         EVENTS_BEHIND.labels(name).set(float(row["events_behind"]))  # type: ignore[arg-type]
                         SECONDS_BEHIND.labels(name).set(float(row["seconds_behind"] or 0.0))  # type: ignore[arg-type]
                 await run_pending_requests(conn)  # rebuild/prune/audit asked through Khala's admin API
+                if time.monotonic() - pruned > self._prune_every:
+                    # Retention and replay budgets hold without anyone asking.
+                    pruned = time.monotonic()
+                    for topic in TOPIC_NAMES:
+                        await prune(conn, topic)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woke.wait(), self._idle)
         finally:
