@@ -140,11 +140,19 @@ class RevocationList:
                 del table[value]
 
     async def run(self) -> None:
+        failures = 0
         while True:
             try:
                 await self.refresh()
+                failures = 0
             except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
-                log.warning("polling revocations failed (keeping the last list): %s", exc)
+                failures += 1
+                # Control may still be starting beside us (`oa run`): say so only once it
+                # has been unreachable for a while, then now and again.
+                if failures == 5 or failures % 60 == 0:
+                    log.warning(
+                        "polling revocations failed %d times (keeping the last list): %s", failures, exc
+                    )
             await asyncio.sleep(self.poll_interval_s)
 
     async def start(self) -> None:
