@@ -12,14 +12,14 @@ from oa.exceptions import (
     InvalidRequest,
     InvalidTransition,
     NotFound,
-    StaleCursor,
 )
 from oa.runtime.adapters import frames_sql
 from oa.runtime.adapters import journal_sql as sql
-from oa.runtime.adapters.listener import JournalListener, wait_for_wakeup
+from oa.runtime.adapters.listener import JournalListener
 from oa.runtime.domain.journal import AppendRequest, Event, Plan, StreamHead, encode_payload
 from oa.runtime.domain.runs import RunStatus, next_status
 from oa.runtime.domain.schemas import validate_payload
+from oa.runtime.service import streams
 from oa.runtime.service.appender import GroupAppender
 from oa.store.database import Database
 
@@ -144,37 +144,20 @@ class RunService:
             return FrameResult(False, frames_sql.frame_json(row))
 
     def check_cursor(self, head: StreamHead, cursor: int) -> None:
-        floor = max(0, head.last_seq - self._replay_window)
-        if cursor < floor:
-            raise StaleCursor(
-                f"cursor {cursor} is older than this stream keeps for resume (floor {floor}); "
-                f"page GET /internal/v1/runs/{head.stream_id}/events from after_seq={cursor}, "
-                "then resume the stream from the last seq you got",
-                {"cursor": cursor, "retention_floor": floor, "last_seq": head.last_seq},
-            )
-        if cursor > head.last_seq:
-            raise InvalidRequest(
-                f"cursor {cursor} is beyond the run's last seq {head.last_seq}",
-                {"cursor": cursor, "last_seq": head.last_seq},
-            )
+        streams.check_cursor(head, cursor, self._replay_window, f"/internal/v1/runs/{head.stream_id}/events")
 
-    async def follow(self, run_id: str, cursor: int, keepalive_s: float) -> AsyncIterator[Event | None]:
-        """Events after `cursor`, then live ones; `None` is a keep-alive tick. Ends when the run
-        is finished and everything has been sent."""
-        with self._listener.watching(f"{KIND}:{run_id}") as woke:
-            while True:
-                woke.clear()
-                batch = await sql.read_stream(self._db.pool, KIND, run_id, cursor, 500)
-                for ev in batch:
-                    cursor = ev.seq
-                    yield ev
-                if batch:
-                    continue
-                head = await sql.read_head(self._db.pool, KIND, run_id)
-                if head is not None and RunStatus(head.status).terminal and cursor >= head.last_seq:
-                    return
-                if not await wait_for_wakeup(woke, keepalive_s):
-                    yield None
+    def follow(self, run_id: str, cursor: int, keepalive_s: float) -> AsyncIterator[Event | None]:
+        """Events after `cursor`, then live ones (`None`: a keep-alive tick). Ends when the
+        run is finished and everything has been sent."""
+        return streams.follow(
+            self._db,
+            self._listener,
+            KIND,
+            run_id,
+            cursor,
+            keepalive_s,
+            finished=lambda head: RunStatus(head.status).terminal,
+        )
 
 
 def _iso(ts: Any) -> str:

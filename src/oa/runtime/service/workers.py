@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 
 from oa.canonical import canonical_json
-from oa.exceptions import Forbidden, InvalidRequest, NotFound, OAError, StaleCursor
+from oa.exceptions import Forbidden, NotFound, OAError
 from oa.runtime.adapters import journal_sql as sql
 from oa.runtime.adapters import workers_sql
-from oa.runtime.adapters.listener import JournalListener, wait_for_wakeup
+from oa.runtime.adapters.listener import JournalListener
 from oa.runtime.domain.journal import AppendRequest, Event, Plan, StreamHead
 from oa.runtime.domain.runs import RunStatus
 from oa.runtime.domain.schemas import validate_payload
@@ -32,6 +32,7 @@ from oa.runtime.domain.workers import (
     stop_path,
     target_status,
 )
+from oa.runtime.service import streams
 from oa.runtime.service.appender import GroupAppender
 from oa.runtime.service.runs import run_transition
 from oa.store.database import Database
@@ -233,34 +234,14 @@ class WorkerService:
         return head, await sql.read_stream(self._db.pool, KIND, worker_id, after_seq, limit)
 
     def check_cursor(self, head: StreamHead, cursor: int) -> None:
-        floor = max(0, head.last_seq - self._replay_window)
-        if cursor < floor:
-            raise StaleCursor(
-                f"cursor {cursor} is older than this stream keeps for resume (floor {floor}); "
-                f"page GET /internal/v1/codex/workers/{head.stream_id}/events from after_seq={cursor}, "
-                "then resume the stream from the last seq you got",
-                {"cursor": cursor, "retention_floor": floor, "last_seq": head.last_seq},
-            )
-        if cursor > head.last_seq:
-            raise InvalidRequest(
-                f"cursor {cursor} is beyond the worker's last seq {head.last_seq}",
-                {"cursor": cursor, "last_seq": head.last_seq},
-            )
+        streams.check_cursor(
+            head, cursor, self._replay_window, f"/internal/v1/codex/workers/{head.stream_id}/events"
+        )
 
-    async def follow(self, worker_id: str, cursor: int, keepalive_s: float) -> AsyncIterator[Event | None]:
-        """Events after `cursor`, then live ones; `None` is a keep-alive tick. A worker can be
+    def follow(self, worker_id: str, cursor: int, keepalive_s: float) -> AsyncIterator[Event | None]:
+        """Events after `cursor`, then live ones (`None`: a keep-alive tick). A worker can be
         reattached, so the stream stays open until the client leaves."""
-        with self._listener.watching(f"{KIND}:{worker_id}") as woke:
-            while True:
-                woke.clear()
-                batch = await sql.read_stream(self._db.pool, KIND, worker_id, cursor, 500)
-                for ev in batch:
-                    cursor = ev.seq
-                    yield ev
-                if batch:
-                    continue
-                if not await wait_for_wakeup(woke, keepalive_s):
-                    yield None
+        return streams.follow(self._db, self._listener, KIND, worker_id, cursor, keepalive_s)
 
     # -- the sweeper --------------------------------------------------------------------
 
