@@ -12,6 +12,7 @@ from mcp import Client
 from oa.agent import anonymous
 from oa.agent.selection import Anonymous, select
 from oa.agent.server import Options, build_server, provider_for
+from tests.support.mcp_content import text_of
 
 
 @pytest.mark.slow
@@ -28,7 +29,7 @@ async def test_anonymous_mode_starts_its_own_dev_deployment(tmp_path: Path) -> N
     try:
         async with Client(build_server(provider_for(sel, tmp_path), Options(wait_s=30))) as c:
             status = await c.call_tool("status", {})
-            assert not status.is_error, status.content[0].text
+            assert not status.is_error, text_of(status)
             data = status.structured_content
             assert data is not None
             assert data["deployment"]["mode"] == "anonymous" and data["deployment"]["class"] == "dev"

@@ -16,6 +16,7 @@ import pytest
 
 from oa.agent import gate
 from tests.agent.conftest import ClientFor, Deployment
+from tests.support.mcp_content import text_of
 
 GATE_SH = Path(__file__).resolve().parents[2] / "deploy" / "khala" / "mcp-production-access-gate.sh"
 GATE_ENV = {
@@ -69,10 +70,10 @@ async def test_refused_without_a_grant_even_when_the_agent_says_dev(
         for args in ({}, {"deployment_class": "dev"}, {"class": "dev", "mode": "anonymous"}):
             r = await c.call_tool("status", args)
             assert r.is_error, args
-            text = r.content[0].text
+            text = text_of(r)
             assert "production" in text and "oa mcp gate" in text and "OA_CHANGE_TICKET" in text
         r = await c.call_tool("documents", {"topic": "runtime.run_summaries"})
-        assert r.is_error and "no live production-access grant" in r.content[0].text
+        assert r.is_error and "no live production-access grant" in text_of(r)
     trail = await audit_trail(prod)
     assert trail[0]["tool"] == "documents" and trail[0]["outcome"] == "refused: no live grant"
     assert trail[0]["ticket"] is None
@@ -100,16 +101,14 @@ async def test_grant_read_scope_then_expiry_mid_session(
     await grant(prod, "CHG-4242")
     async with mcp_client(prod) as c:
         status = await c.call_tool("status", {})
-        assert not status.is_error, status.content[0].text
+        assert not status.is_error, text_of(status)
         assert status.structured_content is not None
         assert status.structured_content["deployment"]["class"] == "prod"
         assert status.structured_content["grant"]["ticket"] == "CHG-4242"
 
         refused = await c.call_tool("rebuild", {})
         assert (
-            refused.is_error
-            and "read scope only" in refused.content[0].text
-            and "--scope write" in refused.content[0].text
+            refused.is_error and "read scope only" in text_of(refused) and "--scope write" in text_of(refused)
         )
 
         # The grant's time runs out (the database's clock decides) while the session is open.
@@ -118,7 +117,7 @@ async def test_grant_read_scope_then_expiry_mid_session(
             " expires_at = now() - interval '1 second' WHERE ticket = 'CHG-4242'"
         )
         expired = await c.call_tool("status", {})
-        assert expired.is_error and "expired" in expired.content[0].text
+        assert expired.is_error and "expired" in text_of(expired)
     trail = await audit_trail(prod)
     assert [e["outcome"] for e in trail[:3]] == [
         "refused: no live grant",
@@ -142,13 +141,13 @@ async def test_write_grant_allows_rebuild_and_revoke_stops_it_at_once(
     await grant(prod, "CHG-W", "write")
     async with mcp_client(prod) as c:
         rebuilt = await c.call_tool("rebuild", {})
-        assert not rebuilt.is_error, rebuilt.content[0].text
+        assert not rebuilt.is_error, text_of(rebuilt)
         assert rebuilt.structured_content and rebuilt.structured_content["status"] == "done"
 
         async with prod.admin() as a:
             assert (await a.delete("/grants")).json() == {"revoked": 1}
         after = await c.call_tool("topics", {})
-        assert after.is_error and "revoked" in after.content[0].text
+        assert after.is_error and "revoked" in text_of(after)
     trail = await audit_trail(prod)
     assert (trail[0]["tool"], trail[0]["outcome"]) == ("topics", "refused: no live grant")
     assert (trail[1]["tool"], trail[1]["ticket"], trail[1]["outcome"]) == ("rebuild", "CHG-W", "ok")

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import orjson
 from mcp import Client
+from mcp.types import CallToolResult
 
 from tests.agent.conftest import ClientFor, Deployment
+from tests.support.mcp_content import text_of
 
 READ_TOOLS = {
     "status",
@@ -27,9 +29,9 @@ READ_TOOLS = {
 WRITE_TOOLS = {"rebuild", "prune"}
 
 
-def ok(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    data: dict[str, Any] = result.structured_content or orjson.loads(result.content[0].text)
+def ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, text_of(result)
+    data: dict[str, Any] = result.structured_content or orjson.loads(text_of(result))
     return data
 
 
@@ -124,11 +126,11 @@ async def test_read_tools(dev: Deployment, mcp_client: ClientFor, client: httpx.
 async def test_unknown_ids_are_tool_errors_that_say_so(dev: Deployment, mcp_client: ClientFor) -> None:
     async with mcp_client(dev) as c:
         missing = await c.call_tool("document", {"doc_key": "runtime/run_summary:nope"})
-        assert missing.is_error and "no document" in missing.content[0].text
+        assert missing.is_error and "no document" in text_of(missing)
         other = await c.call_tool("run", {"run_id": "run-nope-404"})
-        assert other.is_error and "404" in other.content[0].text
+        assert other.is_error and "404" in text_of(other)
         bad = await c.call_tool("documents", {"topic": "no.such.topic"})
-        assert bad.is_error and "unknown topic" in bad.content[0].text
+        assert bad.is_error and "unknown topic" in text_of(bad)
 
 
 async def test_write_tools_run_in_the_projector(
@@ -155,4 +157,4 @@ async def test_write_tools_run_in_the_projector(
         assert status["topics"]["runtime.notifications"]["retention_floor"] == result["retention_floor_after"]
 
         bad = await c.call_tool("prune", {"topic": "nope"})
-        assert bad.is_error and "prune needs a topic" in bad.content[0].text
+        assert bad.is_error and "prune needs a topic" in text_of(bad)

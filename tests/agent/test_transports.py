@@ -17,6 +17,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.agent.conftest import Deployment
+from tests.support.mcp_content import text_of
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow  # each starts the CLI in a child process (several seconds of imports)
@@ -43,7 +44,7 @@ async def test_stdio_session(dev: Deployment, tmp_path: Path) -> None:
         assert not status.is_error and status.structured_content is not None
         assert status.structured_content["deployment"]["class"] == "dev"
         bad = await c.call_tool("document", {"doc_key": "runtime/run_summary:none"})
-        assert bad.is_error and "no document" in bad.content[0].text
+        assert bad.is_error and "no document" in text_of(bad)
 
 
 @asynccontextmanager

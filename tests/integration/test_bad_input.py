@@ -277,7 +277,7 @@ def _forged(principal: str) -> str:
 def _alg_none(principal: str) -> str:
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": principal, "iat": now, "nbf": now, "exp": now + 300}
-    return jwt.encode(claims, key=None, algorithm="none")
+    return jwt.encode(claims, key="", algorithm="none")  # PyJWT maps "" to no key for alg none
 
 
 def _too_long_lived(principal: str) -> str:

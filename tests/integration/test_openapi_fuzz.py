@@ -126,7 +126,7 @@ def fuzz(
             report_multiple_bugs=False,
         )
         @given(case=strategy)
-        def one(case: schemathesis.Case) -> None:
+        def one(case: schemathesis.Case[Any]) -> None:
             nonlocal sent
             sent += 1
             case.call_and_validate(

@@ -48,7 +48,7 @@ class SSE:
             raise EOFError("the stream ended")
 
     async def until_end(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        frames = []
+        frames: list[dict[str, Any]] = []
         while True:
             frame = await self.next(timeout)
             if frame.get("event") == "end":
@@ -188,7 +188,7 @@ async def test_last_event_id_must_be_a_seq(client: httpx.AsyncClient, run_id: st
         raw = value.encode("latin-1")
     except UnicodeEncodeError:
         raw = value.encode("utf-8")
-    r = await client.get(f"/internal/v1/runs/{run_id}/stream", headers={"Last-Event-ID": raw})
+    r = await client.get(f"/internal/v1/runs/{run_id}/stream", headers={b"Last-Event-ID": raw})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_request"
     assert "Last-Event-ID" in r.json()["error"]["message"]
@@ -200,7 +200,7 @@ async def test_cursor_beyond_last_seq(client: httpx.AsyncClient, run_id: str) ->
         ("param", {"params": {"cursor": last + 1}}),
         ("header", {"headers": {"Last-Event-ID": str(last + 5)}}),
     ):
-        r = await client.get(f"/internal/v1/runs/{run_id}/stream", **kwargs)  # type: ignore[arg-type]
+        r = await client.get(f"/internal/v1/runs/{run_id}/stream", **kwargs)
         assert r.status_code == 400, kind
         err = r.json()["error"]
         assert err["code"] == "invalid_request" and "beyond the run's last seq" in err["message"]
@@ -218,7 +218,7 @@ async def test_cursor_below_retention_floor(client: httpx.AsyncClient, run_id: s
     floor = last - WINDOW
     assert floor == 11
     for kwargs in ({"params": {"cursor": floor - 1}}, {"headers": {"Last-Event-ID": "0"}}, {}):
-        r = await client.get(f"/internal/v1/runs/{run_id}/stream", **kwargs)  # type: ignore[arg-type]
+        r = await client.get(f"/internal/v1/runs/{run_id}/stream", **kwargs)
         assert r.status_code == 410, (kwargs, r.text)
         err = r.json()["error"]
         assert err["code"] == "stale_cursor"

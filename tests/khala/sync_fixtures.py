@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -76,7 +76,7 @@ async def running_khala(database_url: str, limits: SessionLimits | None = None) 
         await projector.stop()
 
 
-def token_provider(user: str, org: str = "", ttl: int = 300) -> Callable[[], object]:
+def token_provider(user: str, org: str = "", ttl: int = 300) -> Callable[[], Awaitable[str]]:
     async def provide() -> str:
         return mint(user, org, ttl=ttl)
 

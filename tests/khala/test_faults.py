@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -116,19 +118,23 @@ async def test_kill9_sync_server_clients_resume_with_nothing_lost(
                 await asyncio.sleep(0.05)
         raise AssertionError("khala did not start")
 
+    def reached(key: str) -> Callable[[KhalaClient], bool]:
+        return lambda c: key in c.documents and c.documents[key].doc_version == 40
+
     projector = Projector(with_user(database_url, "oa_khala_writer"), idle_poll_s=0.2)
     projector.start()
     server = child(["khala", "serve", "--port", str(port)], env)
     users = ["k1", "k2", "k3", "k4"]
     seen: dict[str, list[tuple[str, int]]] = {u: [] for u in users}
+
+    def recorder(u: str) -> Callable[[str, dict[str, Any] | None], None]:
+        def record(k: str, p: dict[str, Any] | None) -> None:
+            seen[u].append((k, int(p["last_seq"])) if p else (k, -1))
+
+        return record
+
     clients = {
-        u: KhalaClient(
-            url,
-            token_provider(u),
-            [RUNS],
-            max_backoff_s=0.5,
-            on_change=lambda k, p, u=u: seen[u].append((k, int(p["last_seq"])) if p else (k, -1)),
-        )  # type: ignore[arg-type, index]
+        u: KhalaClient(url, token_provider(u), [RUNS], max_backoff_s=0.5, on_change=recorder(u))
         for u in users
     }
     try:
@@ -154,9 +160,7 @@ async def test_kill9_sync_server_clients_resume_with_nothing_lost(
         await writers
         for u, c in clients.items():
             key = f"runtime/run_summary:kill-{u}"
-            await c.wait_until(
-                lambda c, key=key: key in c.documents and c.documents[key].doc_version == 40, timeout=20
-            )  # type: ignore[misc]
+            await c.wait_until(reached(key), timeout=20)
             assert c.stats.connects >= 2, "the client never reconnected"
         conn = await asyncpg.connect(with_user(database_url, "oa_khala_reader"))
         try:

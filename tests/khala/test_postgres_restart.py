@@ -25,7 +25,7 @@ SECRET = b"restart-test-secret-0123456789abcdef"
 
 
 def restart(server: object) -> None:
-    from pgserver._commands import pg_ctl  # type: ignore[import-untyped]
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # generated at import time
 
     pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)  # type: ignore[attr-defined]
 
@@ -47,7 +47,7 @@ async def test_everything_recovers_after_a_postgres_restart() -> None:
             running_khala(url) as khala,
             httpx.AsyncClient(base_url=runtime_url, headers=headers, timeout=10) as http,
         ):
-            kc = KhalaClient(khala.url, token_provider("alice"), ["runtime.run_summaries"], max_backoff_s=0.5)  # type: ignore[arg-type]
+            kc = KhalaClient(khala.url, token_provider("alice"), ["runtime.run_summaries"], max_backoff_s=0.5)
             await kc.start()
             try:
                 await asyncio.wait_for(kc.live.wait(), 10)

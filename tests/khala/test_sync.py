@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from oa.khala.client import KhalaClient
 from oa.khala.sync.session import SessionLimits
@@ -22,22 +23,23 @@ async def khala(database_url: str) -> object:
         yield k
 
 
-async def raw_session(khala: Khala, token: str) -> object:
+async def raw_session(khala: Khala, token: str) -> ClientConnection:
     ws = await connect(khala.url.replace("http", "ws") + "/sync/v1/ws")
     await ws.send(json.dumps({"type": "auth", "token": token}))
     return ws
 
 
-async def next_frame(ws: object, kind: str, timeout: float = 5.0) -> dict[str, object]:
+async def next_frame(ws: ClientConnection, kind: str, timeout: float = 5.0) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         while True:
-            frame = json.loads(await ws.recv())  # type: ignore[attr-defined]
+            frame = json.loads(await ws.recv())
             if frame["type"] == kind or frame["type"] == "error":
-                return frame  # type: ignore[no-any-return]
+                assert isinstance(frame, dict)
+                return frame
 
 
 async def test_live_update_reaches_client(khala: Khala, client: httpx.AsyncClient, run_id: str) -> None:
-    async with KhalaClient(khala.url, token_provider("alice"), [RUNS]) as kc:  # type: ignore[arg-type]
+    async with KhalaClient(khala.url, token_provider("alice"), [RUNS]) as kc:
         await asyncio.wait_for(kc.live.wait(), 5)
         await client.post(
             f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {}}
@@ -64,7 +66,7 @@ async def test_per_document_authorization(khala: Khala, runtime_url: str, sign: 
 
     rnd = random.Random(7)
     users = {"u1": "org-a", "u2": "org-a", "u3": "org-b", "u4": ""}
-    clients = {u: KhalaClient(khala.url, token_provider(u, org), [RUNS]) for u, org in users.items()}  # type: ignore[arg-type]
+    clients = {u: KhalaClient(khala.url, token_provider(u, org), [RUNS]) for u, org in users.items()}
     for c in clients.values():
         await c.start()
     try:
@@ -97,18 +99,18 @@ async def test_client_writes_are_forbidden(khala: Khala) -> None:
     ws = await raw_session(khala, mint("alice"))
     assert (await next_frame(ws, "ready"))["type"] == "ready"
     for attempt in ({"type": "mutation", "doc_key": "x", "payload": {}}, {"type": "set", "topic": RUNS}):
-        await ws.send(json.dumps(attempt))  # type: ignore[attr-defined]
+        await ws.send(json.dumps(attempt))
         err = await next_frame(ws, "never")
         assert err["code"] == "forbidden" and "read-only" in str(err["message"])
-    await ws.close()  # type: ignore[attr-defined]
+    await ws.close()
 
 
 async def test_subscription_errors(khala: Khala) -> None:
     ws = await raw_session(khala, mint("alice", scopes=("runtime.notifications",)))
     await next_frame(ws, "ready")
-    await ws.send(json.dumps({"type": "subscribe", "topics": [RUNS]}))  # type: ignore[attr-defined]
+    await ws.send(json.dumps({"type": "subscribe", "topics": [RUNS]}))
     assert (await next_frame(ws, "never"))["code"] == "forbidden_topic"
-    await ws.send(json.dumps({"type": "subscribe", "topics": ["nope"]}))  # type: ignore[attr-defined]
+    await ws.send(json.dumps({"type": "subscribe", "topics": ["nope"]}))
     assert (await next_frame(ws, "never"))["code"] == "bad_subscription"
     await ws.send(
         json.dumps(
@@ -118,10 +120,10 @@ async def test_subscription_errors(khala: Khala) -> None:
                 "resume_after": {"runtime.notifications": 10**9},
             }
         )
-    )  # type: ignore[attr-defined]
+    )
     err = await next_frame(ws, "never")
     assert err["code"] == "stale_cursor" and err["full_resync_required"] is True and "retention_floor" in err
-    await ws.close()  # type: ignore[attr-defined]
+    await ws.close()
 
 
 async def test_bad_tokens_are_refused(khala: Khala) -> None:
@@ -129,14 +131,14 @@ async def test_bad_tokens_are_refused(khala: Khala) -> None:
         ws = await raw_session(khala, token)
         err = await next_frame(ws, "ready")
         assert err["type"] == "error" and err["code"] == code and err["fatal"] is True
-        await ws.close()  # type: ignore[attr-defined]
+        await ws.close()
 
 
 async def test_token_expiry_then_refresh_resumes_with_nothing_lost(
     database_url: str, client: httpx.AsyncClient, run_id: str
 ) -> None:
     async with running_khala(database_url, SessionLimits(heartbeat_s=1)) as khala:
-        kc = KhalaClient(khala.url, token_provider("alice", ttl=3), [RUNS], refresh_before_s=None)  # type: ignore[arg-type]
+        kc = KhalaClient(khala.url, token_provider("alice", ttl=3), [RUNS], refresh_before_s=None)
         await kc.start()
         try:
             await asyncio.wait_for(kc.live.wait(), 5)
@@ -157,7 +159,7 @@ async def test_token_expiry_then_refresh_resumes_with_nothing_lost(
 
 
 async def test_live_refresh_keeps_subscriptions(khala: Khala, client: httpx.AsyncClient, run_id: str) -> None:
-    kc = KhalaClient(khala.url, token_provider("alice", ttl=60), [RUNS], refresh_before_s=59)  # type: ignore[arg-type]
+    kc = KhalaClient(khala.url, token_provider("alice", ttl=60), [RUNS], refresh_before_s=59)
     await kc.start()
     try:
         await asyncio.wait_for(kc.live.wait(), 5)
@@ -176,7 +178,7 @@ async def test_one_projector_transaction_is_one_batch(
 ) -> None:
     ws = await raw_session(khala, mint("alice"))
     await next_frame(ws, "ready")
-    await ws.send(json.dumps({"type": "subscribe", "topics": [RUNS, "runtime.notifications"]}))  # type: ignore[attr-defined]
+    await ws.send(json.dumps({"type": "subscribe", "topics": [RUNS, "runtime.notifications"]}))
     await next_frame(ws, "subscribed")
     first = await next_frame(ws, "update_batch")
     assert first["replay_complete"] is True
@@ -190,6 +192,6 @@ async def test_one_projector_transaction_is_one_batch(
         },
     )
     batch = await next_frame(ws, "update_batch")
-    topics = {u["topic"] for u in batch["updates"]}  # type: ignore[union-attr,index]
+    topics = {u["topic"] for u in batch["updates"]}
     assert topics == {RUNS, "runtime.notifications"}, batch
-    await ws.close()  # type: ignore[attr-defined]
+    await ws.close()
