@@ -102,6 +102,11 @@ async def test_other_pages(context: Any, stack: Stack, sign: Signer, artifacts: 
     await page.wait_for_function(
         "document.querySelectorAll('#doc-history tr[data-watermark]').length >= 2", timeout=5000
     )
+    # The current document comes over the live socket, the history over HTTP: either may land
+    # first, so wait for the live view to show the new version too.
+    await page.wait_for_function(
+        "document.querySelector('#doc-current').innerText.includes('\"failed\"')", timeout=5000
+    )
     assert '"failed"' in await page.locator("#doc-current").inner_text()
     await page.screenshot(path=str(artifacts / "document.png"), full_page=True)
 
