@@ -24,6 +24,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -155,6 +156,15 @@ def _run_children(
         psutil.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
     ]
     children_group(procs)
+    # Drain their pipes while they run: a result over 64 KiB would otherwise block the
+    # child on a full pipe and never let it exit.
+    collected: dict[int, tuple[str, str]] = {}
+    drains = [
+        threading.Thread(target=lambda p=p: collected.__setitem__(p.pid, p.communicate()), daemon=True)
+        for p in procs
+    ]
+    for t in drains:
+        t.start()
     begin = time.time()
     task = progress.add_task(label, total=start_at + seconds - begin)
     metering = False
@@ -171,8 +181,10 @@ def _run_children(
         meter.stop()
     progress.update(task, completed=start_at + seconds - begin)
     outputs = []
+    for t in drains:
+        t.join()
     for p in procs:
-        out, err = p.communicate()
+        out, err = collected[p.pid]
         if p.returncode != 0:
             raise RuntimeError(f"{label}: a load process failed ({p.returncode}): {err.strip()[-2000:]}")
         outputs.append(json.loads(out))

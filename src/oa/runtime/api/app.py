@@ -14,6 +14,7 @@ from starlette.responses import Response
 import oa
 from oa.runtime.api import errors, policy, replay, runs, spend, workers
 from oa.runtime.api.encode import json_response
+from oa.runtime.api.fastpath import AppendFastPath
 from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.limits import BodyLimit
 from oa.runtime.settings import RuntimeSettings
@@ -78,6 +79,8 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Added first, so it sits inside the body limit: oversized bodies never reach it.
+    app.add_middleware(AppendFastPath, secret=settings.caller_secret)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
