@@ -483,3 +483,17 @@ async def test_bad_query(
 ) -> None:
     r = await client.get(f"/internal/v1/runs/{started}/events", params=params)
     assert_error(r, 400, "invalid_request", *mentions)
+
+
+async def test_a_query_parameter_given_twice_is_refused(client: httpx.AsyncClient, run_id: str) -> None:
+    await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {}})
+    r = await client.get(f"/internal/v1/runs/{run_id}/events?after_seq=0&after_seq=1")
+    assert r.status_code == 400
+    body = r.json()["error"]
+    assert body["code"] == "invalid_request" and "after_seq" in body["message"] and "once" in body["message"]
+
+
+async def test_a_query_parameter_without_a_name_is_refused(client: httpx.AsyncClient, run_id: str) -> None:
+    await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {}})
+    r = await client.get(f"/internal/v1/runs/{run_id}/events?=null")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"

@@ -37,6 +37,15 @@ def outcome_json(run_id: str, o: Outcome) -> dict[str, Any]:
     }
 
 
+def batch_json(run_id: str, plan: Plan) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "results": [outcome_json(run_id, o) for o in plan.outcomes],
+        "status": plan.head.status,
+        "last_seq": plan.head.last_seq,
+    }
+
+
 def plan_status(plan: Plan) -> int:
     """201 when something new was written, 200 for replays and no-ops."""
     return 201 if plan.changed else 200

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oa.exceptions import InternalError, OAError, Unauthorized
-from oa.runtime.api.encode import outcome_json, plan_status
+from oa.runtime.api.encode import batch_json, outcome_json, plan_status
 from oa.runtime.api.jsonbody import _is_json, loads_strict
 from oa.runtime.api.models import ID_PATTERN, AppendBatch, AppendEvent
 from oa.runtime.domain.journal import AppendRequest
@@ -78,15 +78,7 @@ class AppendFastPath:
             err = InternalError("the runtime failed unexpectedly; it was logged, retry later")
             await _respond(send, err.status, err.envelope())
             return True
-        if batch:
-            out: Any = {
-                "run_id": run_id,
-                "results": [outcome_json(run_id, o) for o in plan.outcomes],
-                "status": plan.head.status,
-                "last_seq": plan.head.last_seq,
-            }
-        else:
-            out = outcome_json(run_id, plan.outcomes[0])
+        out = batch_json(run_id, plan) if batch else outcome_json(run_id, plan.outcomes[0])
         await _respond(send, plan_status(plan), out)
         return True
 

@@ -97,6 +97,14 @@ class StrictJSONRoute(APIRoute):
                     f"unknown query parameter {unknown[0]!r}; this endpoint takes {takes}",
                     {"unknown": unknown[:10], "allowed": known_query},
                 )
+            repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
+            if repeated:
+                # Every parameter here is a single value; silently taking the last of several
+                # (what the framework does) would answer a question nobody asked.
+                raise InvalidRequest(
+                    f"query parameter {repeated[0]!r} is given more than once; give it once",
+                    {"repeated": repeated[:10]},
+                )
             if takes_body:
                 content_type = request.headers.get("content-type")
                 try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.responses import Response
 
 from oa.runtime.api.auth import principal
-from oa.runtime.api.encode import event_json, json_response, outcome_json, plan_status
+from oa.runtime.api.encode import batch_json, event_json, json_response, outcome_json, plan_status
 from oa.runtime.api.errors import error_responses
 from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.models import (
@@ -71,15 +71,7 @@ async def append_event(run_id: RunIdPath, body: AppendEvent, who: Principal, run
 )
 async def append_batch(run_id: RunIdPath, body: AppendBatch, who: Principal, runs: Runs) -> Response:
     plan = await runs.append(who, run_id, [_request(e) for e in body.events])
-    return json_response(
-        {
-            "run_id": run_id,
-            "results": [outcome_json(run_id, o) for o in plan.outcomes],
-            "status": plan.head.status,
-            "last_seq": plan.head.last_seq,
-        },
-        plan_status(plan),
-    )
+    return json_response(batch_json(run_id, plan), plan_status(plan))
 
 
 @router.get(
