@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
@@ -28,7 +24,7 @@ from oa.control.service.container import build_control_app
 from oa.control.settings import ControlSettings
 from oa.runtime.projector.projector import Projector
 from oa.store.database import Database, with_user
-from tests.support.servers import free_port
+from tests.support.servers import ChildProcess, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,7 +49,7 @@ if not CHROMIUM.exists():
 
 
 @dataclass
-class KhalaChild:
+class KhalaChild(ChildProcess):
     """`oa khala serve` in a child process on a fixed port."""
 
     database_url: str
@@ -62,49 +58,14 @@ class KhalaChild:
     port: int
     proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self, timeout: float = 30.0) -> None:
-        env = dict(os.environ)
-        env.update(
-            OA_DATABASE_URL=self.database_url,
-            OA_CONTROL_URL=self.control_url,
-            OA_SYNC_TOKEN_ISSUER=ISSUER,
-            OA_HOME=str(self.home),
-        )
-        log = open(self.home / "khala.log", "ab")  # noqa: SIM115 - kept by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oa.cli.main", "khala", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"khala exited with {self.proc.returncode}: see {self.home / 'khala.log'}")
-            time.sleep(0.1)
-        raise RuntimeError("khala did not become healthy")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        env = {
+            "OA_DATABASE_URL": self.database_url,
+            "OA_CONTROL_URL": self.control_url,
+            "OA_SYNC_TOKEN_ISSUER": ISSUER,
+            "OA_HOME": str(self.home),
+        }
+        self.spawn(["khala", "serve", "--port", str(self.port)], env, self.home / "khala.log", timeout)
 
 
 @dataclass

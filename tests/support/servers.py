@@ -46,42 +46,23 @@ async def serve_in_loop(app: FastAPI) -> AsyncIterator[str]:
         await task
 
 
-@dataclass
-class ChildServer:
-    """`oa serve runtime` in a child process, so a test can kill -9 it."""
+class ChildProcess:
+    """An `oa` command in a child process that serves /healthz, so a test can kill -9 it."""
 
-    database_url: str
-    secret: str
-    home: Path
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
+    port: int
+    proc: subprocess.Popen[bytes] | None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.port = self.port or free_port()
-        env = dict(os.environ)
-        env.update(
-            OA_DATABASE_URL=self.database_url,
-            OA_RUNTIME_CALLER_SECRET=self.secret,
-            OA_HOME=str(self.home),
-        )
+    def spawn(
+        self, args: list[str], env: dict[str, str], log: Path | None = None, timeout: float = 30.0
+    ) -> None:
+        """Run `python -m oa.cli.main ARGS` with `env` added, and wait until it is healthy."""
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - kept by the child
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "oa.cli.main",
-                "serve",
-                "runtime",
-                "--port",
-                str(self.port),
-                "--skip-migrate",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "oa.cli.main", *args], env={**os.environ, **env}, stdout=out, stderr=out
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -91,9 +72,10 @@ class ChildServer:
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(f"runtime exited with {self.proc.returncode}")
+                where = f": see {log}" if log is not None else ""
+                raise RuntimeError(f"{args[0]} {args[1]} exited with {self.proc.returncode}{where}")
             time.sleep(0.1)
-        raise RuntimeError("runtime did not become healthy")
+        raise RuntimeError(f"{args[0]} {args[1]} did not become healthy")
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -107,3 +89,23 @@ class ChildServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill9()
+
+
+@dataclass
+class ChildServer(ChildProcess):
+    """`oa serve runtime` in a child process."""
+
+    database_url: str
+    secret: str
+    home: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.port = self.port or free_port()
+        env = {
+            "OA_DATABASE_URL": self.database_url,
+            "OA_RUNTIME_CALLER_SECRET": self.secret,
+            "OA_HOME": str(self.home),
+        }
+        self.spawn(["serve", "runtime", "--port", str(self.port), "--skip-migrate"], env, timeout=timeout)
