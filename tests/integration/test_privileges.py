@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from oa.store import migrate
 from oa.store import privileges as p
 from oa.store.database import with_user
+from tests.support.pg import fresh_database
 
 SYSTEM = "('pg_catalog', 'information_schema', 'pg_toast')"
 OURS = f"n.nspname NOT IN {SYSTEM} AND n.nspname !~ '^pg_(temp|toast_temp)_'"
@@ -40,8 +42,16 @@ def _functions(conn: psycopg.Connection) -> list[tuple[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def owner(database_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
+def migrated() -> Iterator[str]:
+    """A database of its own, exactly as the migrations leave it (no test's leftovers)."""
+    with fresh_database() as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def owner(migrated: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(migrated, autocommit=True) as conn:
         yield conn
 
 
@@ -116,14 +126,14 @@ def test_sequence_function_and_schema_privileges_are_exactly_the_declared_ones(
 
 
 @pytest.fixture
-def reader(database_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(with_user(database_url, p.READER), autocommit=True) as conn:
+def reader(migrated: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(with_user(migrated, p.READER), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def gate(database_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(with_user(database_url, p.GATE), autocommit=True) as conn:
+def gate(migrated: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(with_user(migrated, p.GATE), autocommit=True) as conn:
         yield conn
 
 
