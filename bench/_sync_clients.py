@@ -13,7 +13,7 @@ bench's key, claims as control mints them), `subscribe` to `runtime.run_summarie
 from the head, wait for the `replay_complete` batch, then heartbeat every 20 s.
 Protocol on stdio: prints `READY <n>` once every socket is live; each `mark` line on stdin
 is answered with `MARK {rows, errors}` (totals so far); any other line (or EOF, or
-`--max-seconds`) closes the sockets and prints one JSON object.
+`--max-seconds`) closes the sockets and writes one JSON object to `--result-file`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import benchlib  # this folder is sys.path[0] when run as a script
 import jwt
 import orjson
 import uvloop
@@ -235,10 +236,10 @@ def main() -> None:
     p.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
     p.add_argument("--connect-concurrency", type=int, default=64)
     p.add_argument("--max-seconds", type=float, default=600.0)
+    benchlib.add_result_file_arg(p)
     args = p.parse_args()
     args.key_pem = Path(args.key).read_bytes()
-    result = uvloop.run(_main(args))
-    sys.stdout.write(json.dumps(result) + "\n")
+    benchlib.write_json_atomic(args.result_file, uvloop.run(_main(args)))
 
 
 if __name__ == "__main__":

@@ -151,10 +151,13 @@ def _run_children(
     meter: benchlib.CpuMeter,
     children_group: Callable[[list[psutil.Popen]], None],
 ) -> list[dict[str, Any]]:
-    """Start the load processes, meter CPU over the window, collect their JSON."""
+    """Start the load processes, meter CPU over the window, collect their result files."""
+    files = [benchlib.result_path("append-load") for _ in cmds]
     procs = [
-        psutil.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
-    ]
+        psutil.Popen([*c, "--result-file", str(f)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)
+        for c, f in zip(cmds, files, strict=True)
+    ]  # fmt: skip
     children_group(procs)
     # Drain their pipes while they run: a result over 64 KiB would otherwise block the
     # child on a full pipe and never let it exit.
@@ -183,11 +186,9 @@ def _run_children(
     outputs = []
     for t in drains:
         t.join()
-    for p in procs:
-        out, err = collected[p.pid]
-        if p.returncode != 0:
-            raise RuntimeError(f"{label}: a load process failed ({p.returncode}): {err.strip()[-2000:]}")
-        outputs.append(json.loads(out))
+    for p, f in zip(procs, files, strict=True):
+        _, err = collected[p.pid]
+        outputs.append(benchlib.read_result(f"{label}: load process {p.pid}", p.returncode, err, f))
     return outputs
 
 

@@ -9,8 +9,11 @@ server, where they create (and drop) databases of their own.
 
 from __future__ import annotations
 
+import argparse
 import glob
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -176,3 +180,112 @@ def run_quiet(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: fl
     if out.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     return out.stdout
+
+
+# --- Results that never depend on a line's length -----------------------------------------
+#
+# Why files, not stdout: a helper used to print its result as one JSON line, and
+# `bench/sync.py` died on a line cut at exactly 64 KiB. strace of `_sync_writer.py` showed
+# the cause: its single `write(1, <73 KB>)` to the pipe returned 65536 (the pipe was full
+# because the orchestrator was still metering, and the blocking write came back early),
+# and the process exited 0 without writing the rest. With PYTHONUNBUFFERED=1 (set in this
+# machine's environment) `sys.stdout` is a TextIOWrapper over an *unbuffered* FileIO, and
+# TextIOWrapper ignores a raw stream's short write (CPython issue #85393), so the tail was
+# silently dropped. A result file written atomically (tmp + rename) either exists whole or
+# not at all, whatever the size, the buffering mode or the pipe.
+
+
+class HelperFailed(RuntimeError):
+    """A helper process failed: its own exit code and the tail of its stderr, never a JSON error."""
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON to `path` so that a reader sees all of it or no file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def add_result_file_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Every helper takes `--result-file PATH`, named by the parent."""
+    parser.add_argument("--result-file", type=Path, required=required, help="where to write the JSON result")
+
+
+def result_path(prefix: str) -> Path:
+    """A fresh path (not yet created) for one helper's result."""
+    fd, name = tempfile.mkstemp(prefix=f"oa-bench-{prefix}-", suffix=".json")
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+def read_result(label: str, returncode: int | None, stderr: str, path: Path) -> dict[str, Any]:
+    """The helper's result, or `HelperFailed` saying how the helper itself failed."""
+    tail = stderr.strip()[-2000:]
+    try:
+        if returncode != 0:
+            raise HelperFailed(f"{label} exited with {returncode}: {tail or '(no stderr)'}")
+        if not path.exists():
+            raise HelperFailed(f"{label} exited 0 but wrote no result file {path}: {tail or '(no stderr)'}")
+        result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return result
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def save_results(name: str, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a benchmark's body and write `bench/results/NAME.json` whatever happens.
+
+    On success the file holds `{"status": "ok", ...results}`; on failure
+    `{"status": "failed", "error": ...}`, so a reader of the results folder learns why a
+    figure is missing instead of finding last week's file.
+    """
+    out = RESULTS_DIR / f"{name}.json"
+    try:
+        results = produce()
+    except BaseException as exc:
+        write_json_atomic(out, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[-4000:],
+                                "command": reproduce_command(name)})  # fmt: skip
+        raise
+    write_json_atomic(out, {"status": "ok", "command": reproduce_command(name), **results})
+    print(f"results: {out}")
+    return results
+
+
+def reproduce_command(name: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reruns this benchmark as it ran (`oa bench NAME` passes every flag on)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["oa", "bench", name, *args])
+
+
+# --- Who used the cores: one helper for every table ------------------------------------------
+
+SATURATED = 0.9  # a process group above ~90% of a core bounds the figure, not the code under test
+
+
+def cores_cell(cores: dict[str, float], load: Sequence[str], server: Sequence[str]) -> str:
+    """`load 0.53 · server 0.97 saturated: server` for a table's cores column.
+
+    `load` and `server` name the groups of `cores` that are the load generator and the
+    server side; any single group at or above SATURATED of a core is called saturated.
+    """
+    used_load = sum(cores.get(k, 0.0) for k in load)
+    used_server = sum(cores.get(k, 0.0) for k in server)
+    hot = [k for k, v in cores.items() if v >= SATURATED]
+    cell = f"load {used_load:.2f} · server {used_server:.2f}"
+    return cell + (f" [red]saturated: {', '.join(hot)}[/]" if hot else "")
+
+
+def saturated(cores: dict[str, float]) -> list[str]:
+    return [k for k, v in cores.items() if v >= SATURATED]
+
+
+def met_cell(ok: bool | None) -> str:
+    """`yes`/`no` for a row with a target, empty for one without."""
+    if ok is None:
+        return ""
+    return "[green]yes[/]" if ok else "[red]no[/]"
