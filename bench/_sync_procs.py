@@ -131,12 +131,14 @@ class Helper:
         return result
 
     def finish(self, timeout: float = 120.0) -> dict[str, Any]:
+        label = self.label
         try:
             _, err = self.proc.communicate("stop\n", timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
-        return benchlib.read_result(self.label, self.proc.returncode, err, self.result_file)
+            label += f" (still running {timeout:g} s after 'stop', so killed)"
+        return benchlib.read_result(label, self.proc.returncode, err, self.result_file)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -33,7 +33,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+# `OA_BENCH_RESULTS_DIR` lets the smoke tests keep their results out of a developer's bench/results.
+RESULTS_DIR = Path(os.environ.get("OA_BENCH_RESULTS_DIR") or BENCH_DIR / "results")
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -137,6 +138,7 @@ class CpuMeter:
         self._groups: dict[str, Callable[[], Sequence[psutil.Process]]] = {}
         self._before: dict[str, dict[int, float]] = {}
         self.used: dict[str, float] = {}
+        self.busiest: dict[str, float] = {}  # CPU seconds of each group's busiest process
         self._t0 = 0.0
         self.wall = 0.0
 
@@ -161,14 +163,21 @@ class CpuMeter:
     def stop(self) -> None:
         self.wall = time.monotonic() - self._t0
         self.used = {}
+        self.busiest = {}
         for n, f in self._groups.items():
             before = self._before.get(n, {})
             now = self._cpu(f())
-            self.used[n] = sum(v - before.get(pid, 0.0) for pid, v in now.items())
+            deltas = [v - before.get(pid, 0.0) for pid, v in now.items()]
+            self.used[n] = sum(deltas)
+            self.busiest[n] = max(deltas, default=0.0)
 
     def shares(self) -> dict[str, float]:
         """Cores used by each group (1.0 = one core busy the whole time)."""
         return {n: round(u / self.wall, 2) if self.wall else 0.0 for n, u in self.used.items()}
+
+    def peaks(self) -> dict[str, float]:
+        """Share of one core used by each group's busiest process (what `saturated` reads)."""
+        return {n: round(u / self.wall, 2) if self.wall else 0.0 for n, u in self.busiest.items()}
 
 
 def python() -> str:
@@ -237,7 +246,9 @@ def read_result(label: str, returncode: int | None, stderr: str, path: Path) -> 
         path.unlink(missing_ok=True)
 
 
-def save_results(name: str, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def save_results(
+    name: str, produce: Callable[[], dict[str, Any]], argv: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Run a benchmark's body and write `bench/results/NAME.json` whatever happens.
 
     On success the file holds `{"status": "ok", ...results}`; on failure
@@ -245,13 +256,16 @@ def save_results(name: str, produce: Callable[[], dict[str, Any]]) -> dict[str, 
     figure is missing instead of finding last week's file.
     """
     out = RESULTS_DIR / f"{name}.json"
+    command = reproduce_command(name, argv)
     try:
         results = produce()
     except BaseException as exc:
         write_json_atomic(out, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[-4000:],
-                                "command": reproduce_command(name)})  # fmt: skip
+                                "command": command})  # fmt: skip
+        print(f"results: {out} (failed: {type(exc).__name__})", file=sys.stderr)
         raise
-    write_json_atomic(out, {"status": "ok", "command": reproduce_command(name), **results})
+    write_json_atomic(out, {"status": "ok", "command": command, **results})
+    print(f"reproduce: {command}")
     print(f"results: {out}")
     return results
 
@@ -259,29 +273,33 @@ def save_results(name: str, produce: Callable[[], dict[str, Any]]) -> dict[str, 
 def reproduce_command(name: str, argv: Sequence[str] | None = None) -> str:
     """The command that reruns this benchmark as it ran (`oa bench NAME` passes every flag on)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return shlex.join(["oa", "bench", name, *args])
+    return shlex.join(["oa", "bench", name.replace("_", "-"), *args])
 
 
 # --- Who used the cores: one helper for every table ------------------------------------------
 
-SATURATED = 0.9  # a process group above ~90% of a core bounds the figure, not the code under test
+SATURATED = 0.9  # one process above ~90% of a core bounds the figure, not the code under test
 
 
-def cores_cell(cores: dict[str, float], load: Sequence[str], server: Sequence[str]) -> str:
-    """`load 0.53 · server 0.97 saturated: server` for a table's cores column.
+def cores_cell(
+    cores: dict[str, float], peaks: dict[str, float], load: Sequence[str], server: Sequence[str]
+) -> str:
+    """`load 0.53 · server 0.97 saturated: khala` for a table's cores column.
 
-    `load` and `server` name the groups of `cores` that are the load generator and the
-    server side; any single group at or above SATURATED of a core is called saturated.
+    `load` and `server` name the `CpuMeter` groups that are the load generator and the
+    server side; `peaks` (`CpuMeter.peaks()`) says whether one process of a group was near a
+    full core, which is what bounds a single-threaded Python process.
     """
     used_load = sum(cores.get(k, 0.0) for k in load)
     used_server = sum(cores.get(k, 0.0) for k in server)
-    hot = [k for k, v in cores.items() if v >= SATURATED]
+    hot = saturated(peaks, [*load, *server])
     cell = f"load {used_load:.2f} · server {used_server:.2f}"
     return cell + (f" [red]saturated: {', '.join(hot)}[/]" if hot else "")
 
 
-def saturated(cores: dict[str, float]) -> list[str]:
-    return [k for k, v in cores.items() if v >= SATURATED]
+def saturated(peaks: dict[str, float], groups: Sequence[str]) -> list[str]:
+    """The groups (load generator or server side, not other users of the machine) near a core."""
+    return [k for k in groups if peaks.get(k, 0.0) >= SATURATED]
 
 
 def met_cell(ok: bool | None) -> str:

@@ -172,13 +172,18 @@ def main() -> None:
     if not Path(CHROMIUM).exists():
         raise SystemExit("needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
     seconds = 3.0 if a.quick else a.seconds
-    with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_browser") as url:
-        migrate(url)
-        import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="oa-bench-browser-") as home:
-            r = asyncio.run(measure(url, a.rate, seconds, Path(home)))
-    report(r, a.rate)
+    def run() -> dict[str, Any]:
+        with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_browser") as url:
+            migrate(url)
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="oa-bench-browser-") as home:
+                r = asyncio.run(measure(url, a.rate, seconds, Path(home)))
+        report(r, a.rate)
+        return {"target_rate": a.rate, "seconds": seconds, **r}
+
+    benchlib.save_results("browser", run)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -164,7 +165,14 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=32)
     p.add_argument("--events", type=int, default=10, help="events per transaction")
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--quick", action="store_true", help="1-second windows (smoke run)")
     args = p.parse_args()
+    if args.quick:
+        args.seconds, args.warmup = 1.0, 0.2
+    benchlib.save_results("driver", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_driver") as url:
         rows = uvloop.run(run_all(url, args.writers, args.events, args.seconds, args.warmup))
     table = Table(title=f"driver: lock head, insert {args.events} events via unnest, update head, commit")
@@ -180,6 +188,8 @@ def main() -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    return {"seconds": args.seconds, "writers": args.writers, "events_per_tx": args.events,
+            "columns": [c.header for c in table.columns], "rows": [list(r) for r in rows]}  # fmt: skip
 
 
 if __name__ == "__main__":

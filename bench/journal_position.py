@@ -27,8 +27,9 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import uvloop
@@ -238,7 +239,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--writers", type=int, default=32)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--quick", action="store_true", help="1-second windows (smoke run)")
     args = p.parse_args()
+    if args.quick:
+        args.seconds, args.warmup = 1.0, 0.2
+    benchlib.save_results("journal_position", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_position") as url:
         results = uvloop.run(run_all(url, args.writers, args.seconds, args.warmup))
     base = results[0].rate or 1.0
@@ -261,6 +269,8 @@ def main() -> None:
         "reader saw: rows the tailing reader returned during the run; gaps = positions it had to"
         " skip without knowing whether they would still commit (sequence only)."
     )
+    return {"seconds": args.seconds, "writers": args.writers,
+            "schemes": [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results]}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -69,7 +69,7 @@ def counted(f: BinaryIO, bar: Progress, task: TaskID) -> Iterator[bytes]:
     bar.update(task, completed=n)
 
 
-async def main(url: str, events: int) -> None:
+async def main(url: str, events: int) -> dict[str, Any]:
     db = await Database.connect(url)
     appender = GroupAppender(db)
     appender.start()
@@ -133,12 +133,20 @@ async def main(url: str, events: int) -> None:
     console.print(
         f"verified: {verdict.events:,} events, trajectory {verdict.trajectory_hash}, matches the receipt"
     )
+    return {"events": events, "bytes": size, "write_s": write_s, "export_s": export_s, "receipt_s": receipt_s,
+            "verify_s": verify_s, "verify_target": TARGET_VERIFY, "verify_met": rate >= TARGET_VERIFY}  # fmt: skip
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="2,000 events (smoke run)")
     args = ap.parse_args()
-    with benchlib.postgres() as server, benchlib.database(server.admin_url, "oa_bench_replay") as url:
-        migrate(url)
-        asyncio.run(main(url, args.events))
+    events = 2_000 if args.quick else args.events
+
+    def run() -> dict[str, Any]:
+        with benchlib.postgres() as server, benchlib.database(server.admin_url, "oa_bench_replay") as url:
+            migrate(url)
+            return asyncio.run(main(url, events))
+
+    benchlib.save_results("replay", run)

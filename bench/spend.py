@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -145,7 +146,7 @@ async def naive(db: Database, reservers: int, seconds: float, bar: Progress) -> 
             "p99": benchlib.percentile(lat, 99), "errors": 0, "ok": ok, "batch": 1}  # fmt: skip
 
 
-async def main(url: str, seconds: float, reservers: int) -> None:
+async def main(url: str, seconds: float, reservers: int) -> dict[str, Any]:
     db = await Database.connect(url, max_size=reservers + 4)
     appender = GroupAppender(db)
     appender.start()
@@ -179,6 +180,8 @@ async def main(url: str, seconds: float, reservers: int) -> None:
         "books: spent + reserved <= max_total and reserved == sum of open reservations, per authorization. "
         "Every batched reservation also appended its policy.decision run event."
     )
+    return {"seconds": seconds, "reservers": reservers, "target_hot": TARGET_HOT,
+            "phases": {"hot": hot, "spread": spread, "one_tx_per_reserve": base}}  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -188,6 +191,10 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     seconds = 1.0 if args.quick else args.seconds
-    with benchlib.postgres() as server, benchlib.database(server.admin_url, "oa_bench_spend") as url:
-        migrate(url)
-        asyncio.run(main(url, seconds, args.reservers))
+
+    def run() -> dict[str, Any]:
+        with benchlib.postgres() as server, benchlib.database(server.admin_url, "oa_bench_spend") as url:
+            migrate(url)
+            return asyncio.run(main(url, seconds, args.reservers))
+
+    benchlib.save_results("spend", run)

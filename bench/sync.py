@@ -96,6 +96,7 @@ class Latency:
     writer_errors: int = 0
     late_starts: int = 0
     cores: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -293,6 +294,7 @@ def _window(
     res.writer_errors = w["errors"]
     res.late_starts = w["late_starts"]
     res.cores = meter.shares()
+    res.peaks = meter.peaks()
     # Other engineers' work on this machine (tests, browsers): it competes for the same cores.
     res.cores["others"] = round(max(0.0, machine - sum(res.cores.values())), 2)
     return w
@@ -472,8 +474,14 @@ def _ms(x: float) -> str:
     return f"{x:.1f}"
 
 
-def _cores(c: dict[str, float]) -> str:
-    return " ".join(f"{k} {v:.2f}" for k, v in c.items() if v >= 0.01)
+LOAD = ("writer", "probes", "subscribers")
+SERVER = ("khala", "projector", "runtime", "postgres")
+
+
+def _cores(c: dict[str, float], peaks: dict[str, float]) -> str:
+    """Every party's cores, then load vs server totals and which one was saturated."""
+    detail = " ".join(f"{k} {v:.2f}" for k, v in c.items() if v >= 0.01)
+    return f"{detail}; {benchlib.cores_cell(c, peaks, LOAD, SERVER)}"
 
 
 def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Table]:
@@ -497,7 +505,7 @@ def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Tab
             f"{r.delivered:.1%}{errs}",
             target,
             met,
-            _cores(r.cores),
+            _cores(r.cores, r.peaks),
         )
     tables = [t1]
     if idle is not None:
@@ -552,6 +560,10 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="smoke run: short windows, fewer sockets, fewer events"
     )
     args = p.parse_args(argv)
+    benchlib.save_results("sync", lambda: run(args), argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     subs = [int(x) for x in args.subscribers.split(",")]
     rates = [float(x) for x in args.rates.split(",")]
     seconds, idle_n, events = args.seconds, args.idle, args.events
@@ -621,23 +633,15 @@ def main(argv: list[str] | None = None) -> None:
     console.print(
         f"whole run {elapsed:.0f} s; latency windows {seconds:g} s each; psutil {psutil.__version__}"
     )
-    benchlib.RESULTS_DIR.mkdir(exist_ok=True)
-    out = benchlib.RESULTS_DIR / "sync.json"
-    out.write_text(
-        json.dumps(
-            {
-                "cpu_count": os.cpu_count(),
-                "seconds": seconds,
-                "elapsed_s": round(elapsed, 1),
-                "latency": [asdict(r) for r in lat],
-                "idle": asdict(idle) if idle else None,
-                "fold": asdict(fold) if fold else None,
-                "profiles": b.profiles,
-            },
-            indent=2,
-        )
-    )
-    console.print(f"results: {out}")
+    return {
+        "cpu_count": os.cpu_count(),
+        "seconds": seconds,
+        "elapsed_s": round(elapsed, 1),
+        "latency": [asdict(r) for r in lat],
+        "idle": asdict(idle) if idle else None,
+        "fold": asdict(fold) if fold else None,
+        "profiles": b.profiles,
+    }
 
 
 if __name__ == "__main__":
