@@ -51,8 +51,9 @@ def test_sync(tmp_path: Path) -> None:
     assert [(x["subscribers"], x["rate"]) for x in r["latency"]] == [(1, 100.0), (20, 100.0)]
     for row in r["latency"]:
         assert row["events"] > 0 and row["samples"] > 0 and row["cores"] and row["peaks"], row
-    assert r["idle"]["subscriptions"] == 1000
+    assert r["idle"]["subscriptions"] == 1000 and r["idle"]["cores"]["khala"] > 0
     assert r["fold"]["rebuild_events"] > 0 and r["fold"]["audit_events"] > 0
+    assert set(r["fold"]["cores"]) == set(r["fold"]["peaks"]) == {"append", "catchup", "rebuild", "audit"}
 
 
 def test_auth(tmp_path: Path) -> None:
