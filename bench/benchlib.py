@@ -302,6 +302,21 @@ def saturated(peaks: dict[str, float], groups: Sequence[str]) -> list[str]:
     return [k for k in groups if peaks.get(k, 0.0) >= SATURATED]
 
 
+def meter_in_process(pg: PgServer) -> CpuMeter:
+    """A started meter of this process ("bench": the load, and for some benches the service
+    too) and Postgres ("postgres"), for benchmarks that drive the database in-process."""
+    meter = CpuMeter()
+    me = psutil.Process()
+    meter.watch("bench", lambda: [me])
+    meter.watch("postgres", pg.processes)
+    meter.start()
+    return meter
+
+
+def in_process_cell(cores: dict[str, float], peaks: dict[str, float]) -> str:
+    return cores_cell(cores, peaks, ("bench",), ("postgres",))
+
+
 def met_cell(ok: bool | None) -> str:
     """`yes`/`no` for a row with a target, empty for one without."""
     if ok is None:

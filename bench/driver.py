@@ -137,15 +137,23 @@ async def measure(
     return counts[0] / seconds, counts[1] / seconds
 
 
-async def run_all(url: str, writers: int, events: int, seconds: float, warmup: float) -> list[list[str]]:
+async def run_all(
+    url: str, pg: benchlib.PgServer, writers: int, events: int, seconds: float, warmup: float
+) -> list[list[str]]:
     conn = await asyncpg.connect(url)
     await conn.execute(SCHEMA)
     await conn.close()
     rows: list[list[str]] = []
     with Progress(console=console) as progress:
         for n in (1, writers):
+            meter = benchlib.meter_in_process(pg)  # over warm-up and window
             a = await measure(url, "asyncpg", _asyncpg_writer, n, events, seconds, warmup, progress)
+            meter.stop()
+            cores_a = benchlib.in_process_cell(meter.shares(), meter.peaks())
+            meter = benchlib.meter_in_process(pg)
             p = await measure(url, "psycopg", _psycopg_writer, n, events, seconds, warmup, progress)
+            meter.stop()
+            cores_p = benchlib.in_process_cell(meter.shares(), meter.peaks())
             rows.append(
                 [
                     str(n),
@@ -154,6 +162,8 @@ async def run_all(url: str, writers: int, events: int, seconds: float, warmup: f
                     f"{a[0] / p[0]:.2f}" if p[0] else "-",
                     f"{a[1]:,.0f}",
                     f"{p[1]:,.0f}",
+                    cores_a,
+                    cores_p,
                 ]
             )
     return rows
@@ -174,7 +184,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_driver") as url:
-        rows = uvloop.run(run_all(url, args.writers, args.events, args.seconds, args.warmup))
+        rows = uvloop.run(run_all(url, pg, args.writers, args.events, args.seconds, args.warmup))
     table = Table(title=f"driver: lock head, insert {args.events} events via unnest, update head, commit")
     for col in (
         "writers",
@@ -183,6 +193,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "asyncpg / psycopg",
         "asyncpg ev/s",
         "psycopg ev/s",
+        "cores asyncpg",
+        "cores psycopg",
     ):
         table.add_column(col, justify="right")
     for r in rows:

