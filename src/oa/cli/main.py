@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import runpy
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +11,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd
+from oa.cli import bench_cmd, control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd
 from oa.cli.serve import (
     Listening,
     control_server,
@@ -34,10 +32,9 @@ token_app = typer.Typer(help="Mint short-lived tokens for the local deployment."
 serve_app = typer.Typer(
     help="Run one server in the foreground (for tests and operators).", no_args_is_help=True
 )
-bench_app = typer.Typer(help="Benchmarks (tables printed; see bench/).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(khala_cmd.app, name="khala")
 app.add_typer(control_cmd.app, name="control")
@@ -222,86 +219,6 @@ def _caller_secret() -> bytes:
     if env:
         return env.encode()
     return load_or_create_secret(LocalDeployment.from_env().caller_secret_file)
-
-
-@bench_app.command("append")
-def bench_append(
-    seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
-    writers: Annotated[int, typer.Option(help="Concurrent writers.")] = 32,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-    server_workers: Annotated[int, typer.Option(help="Runtime processes sharing the port.")] = 1,
-) -> None:
-    """Append throughput and latency through the HTTP API vs pgbench and eventsourcing."""
-    args = ["--seconds", str(seconds), "--writers", str(writers), "--server-workers", str(server_workers)]
-    _run_bench("append.py", [*args, *(["--quick"] if quick else [])])
-
-
-@bench_app.command("spend")
-def bench_spend(
-    seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
-    reservers: Annotated[int, typer.Option(help="Concurrent reservers.")] = 32,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-) -> None:
-    """Reservations per second: one hot authorization vs 100 authorizations."""
-    _run_bench(
-        "spend.py",
-        ["--seconds", str(seconds), "--reservers", str(reservers), *(["--quick"] if quick else [])],
-    )
-
-
-@bench_app.command("replay")
-def bench_replay(
-    events: Annotated[int, typer.Option(help="Events in the run.")] = 100_000,
-) -> None:
-    """Export and verify a large run's REPLAY.jsonl (events per second)."""
-    _run_bench("replay.py", ["--events", str(events)])
-
-
-@bench_app.command("auth")
-def bench_auth(
-    seconds: Annotated[float, typer.Option(help="Duration of each timed phase.")] = 3.0,
-    tokens: Annotated[int, typer.Option(help="Distinct tokens to verify.")] = 20_000,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-) -> None:
-    """Sync tokens minted and verified per second on one core (targets 2,000 and 20,000)."""
-    _run_bench(
-        "auth.py", ["--seconds", str(seconds), "--tokens", str(tokens), *(["--quick"] if quick else [])]
-    )
-
-
-@bench_app.command("browser")
-def bench_browser(
-    rate: Annotated[float, typer.Option(help="Events per second.")] = 100.0,
-    seconds: Annotated[float, typer.Option(help="How long to append.")] = 10.0,
-    quick: Annotated[bool, typer.Option(help="A 3 s smoke run.")] = False,
-) -> None:
-    """Commit -> pixels latency in the dashboard (Chromium), p50 and p99, measured in the page."""
-    _run_bench(
-        "browser.py", ["--rate", str(rate), "--seconds", str(seconds), *(["--quick"] if quick else [])]
-    )
-
-
-@bench_app.command("sync")
-def bench_sync(
-    seconds: Annotated[float, typer.Option(help="Measured window per latency phase.")] = 8.0,
-    idle: Annotated[int, typer.Option(help="Idle subscriptions.")] = 10_000,
-    events: Annotated[int, typer.Option(help="Events appended for rebuild/audit.")] = 100_000,
-    no_deflate: Annotated[bool, typer.Option(help="Clients do not offer permessage-deflate.")] = False,
-    profile: Annotated[bool, typer.Option(help="py-spy the sync server in each phase.")] = False,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-) -> None:
-    """Commit → client latency under fan-out, memory per idle subscription, rebuild/audit speed."""
-    flags = [*(["--no-deflate"] if no_deflate else []), *(["--profile"] if profile else [])]
-    flags += ["--quick"] if quick else []
-    _run_bench("sync.py", ["--seconds", str(seconds), "--idle", str(idle), "--events", str(events), *flags])
-
-
-def _run_bench(script: str, args: list[str]) -> None:
-    path = Path(__file__).resolve().parents[3] / "bench" / script
-    if not path.exists():
-        raise SystemExit(f"{path} not found: benchmarks run from a source checkout")
-    sys.argv = [str(path), *args]
-    runpy.run_path(str(path), run_name="__main__")
 
 
 def main() -> None:  # pragma: no cover
