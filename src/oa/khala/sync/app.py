@@ -6,7 +6,6 @@ write a read model: the single-writer rule holds in the database, not just in th
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -16,13 +15,14 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 import oa
 from oa.khala.admin.api import AdminRefused, admin_router
 from oa.khala.admin.api import error_response as admin_error
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
+from oa.khala.sync.hangup import TransportAbort, hang_up
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import TokenRefused, Verify
 from oa.khala.sync.session import Session, SessionLimits
@@ -54,7 +54,7 @@ def create_sync_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
-        hub = Hub(reader_url, pool)
+        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes)
         await hub.start()
         app.state.hub = hub
         if revocations is not None:
@@ -72,6 +72,7 @@ def create_sync_app(
         title="Khala sync", version=oa.__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
     app.include_router(admin_router(admin_key, deployment_class))
+    app.add_middleware(TransportAbort)  # lets a socket that stopped reading be closed hard
 
     @app.exception_handler(AdminRefused)
     async def admin_refused(_: Request, exc: AdminRefused) -> Response:
@@ -98,9 +99,8 @@ def create_sync_app(
         try:
             await session.run()
         finally:
-            if ws.application_state != WebSocketState.DISCONNECTED:
-                with contextlib.suppress(Exception):
-                    await ws.close(4000 if session._closing else 1000)
+            code = 4000 if session.closing is not None else 1000
+            await hang_up(ws, code, limits.write_timeout_s, stalled=session.stalled)
 
     @app.get(
         "/sync/v1/topics/{topic}/snapshot", summary="Hydrate a topic: a consistent snapshot at a watermark"
