@@ -44,12 +44,14 @@ def create_sync_app(
     admin_key: str | None = None,
     deployment_class: str = "dev",
 ) -> FastAPI:
-    """`revocations`, when given, is polled while the app runs and closes revoked sockets.
+    """`limits` default to `SessionLimits.from_env()` (`OA_KHALA_MAX_QUEUED_BYTES`, ...).
+
+    `revocations`, when given, is polled while the app runs and closes revoked sockets.
 
     `admin_key` opens the admin API (`/admin/v1`); `deployment_class` (dev or prod) is what
     it reports, and what decides whether agents need a production-access grant.
     """
-    limits = limits or SessionLimits()
+    limits = limits or SessionLimits.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -45,7 +46,28 @@ class SessionLimits:
     reconnect_after_ms: int = 1000
     messages_per_s: float = 20.0
     burst: int = 40
-    replay_page: int = 500
+    replay_page: int = 500  # rows at most; fewer when rows are big (half the byte cap a page)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SessionLimits:
+        """Defaults, overridden by `OA_KHALA_<FIELD>` (e.g. OA_KHALA_MAX_QUEUED_BYTES=1048576)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"OA_KHALA_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls, f.name))
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SystemExit(
+                    f"OA_KHALA_{f.name.upper()}={raw!r} is not a {kind.__name__}; set a number"
+                ) from None
+            if value <= 0:
+                raise SystemExit(f"OA_KHALA_{f.name.upper()} must be positive, not {raw!r}")
+            values[f.name] = value
+        return cls(**values)
 
 
 class Session:
@@ -130,13 +152,20 @@ class Session:
         if data is not None:
             self._enqueue(data)
 
-    def _enqueue(self, data: bytes) -> None:
+    def _enqueue(self, data: bytes, paced: bool = False) -> None:
         """Queue a frame, or call the client a slow consumer: too many frames, too many bytes
-        for this socket, or for the whole server. One frame always fits an empty queue."""
+        for this socket, or for the whole server. One frame always fits an empty queue.
+
+        `paced` frames (replay pages) skip the byte check: the replay waited for room and
+        sized its page to it, so they can overshoot the cap by at most one page."""
         size = len(data)
-        if self.queued_bytes and (
-            self.queued_bytes + size > self.limits.max_queued_bytes
-            or self.hub.queued_bytes + size > self.hub.max_queued_bytes
+        if (
+            not paced
+            and self.queued_bytes
+            and (
+                self.queued_bytes + size > self.limits.max_queued_bytes
+                or self.hub.queued_bytes + size > self.hub.max_queued_bytes
+            )
         ):
             self._slow_consumer()
             return
@@ -381,22 +410,27 @@ class Session:
         assert p is not None
         topics = list(cursors)
         after = self._after
+        page_bytes = self.limits.max_queued_bytes // 2
+        page = min(self.limits.replay_page, 64)  # rows; then sized from what rows weigh
         while True:
             await self._room()
             target = {t: self.hub.heads.get(t, 0) for t in topics}
             behind = {t: after[t] for t in topics if after[t] < target[t]}
             if not behind:
                 break
-            rows = await reader.rows_after(self.hub.pool, behind, target, self.limits.replay_page)
+            rows = await reader.rows_after(self.hub.pool, behind, target, page)
             if self._closing is not None:
                 return
             for r in rows:
                 after[r.topic] = max(after[r.topic], r.watermark)
             visible = [r for r in rows if r.visible_to(p.user_id, p.org_id)]
             if visible:
-                self._enqueue(batch_frame(visible, False, target))
-            if not rows:  # the hub's heads are ahead of what is stored (rebuilt): catch up live
-                break
+                self._enqueue(batch_frame(visible, False, target), paced=True)
+            if rows:
+                weight = sum(len(r.payload or "") + 200 for r in rows) / len(rows)
+                page = max(1, min(self.limits.replay_page, int(page_bytes / weight)))
+            else:  # nothing stored up to the hub's heads (history rebuilt): nothing to replay
+                after.update({t: target[t] for t in behind})
         # No await from the check above to here: the next live batch starts past `after`.
         self._replaying.difference_update(topics)
         self._fanout_key = None
