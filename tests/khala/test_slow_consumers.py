@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 from oa.khala.sync.session import SessionLimits
 from tests.khala.stalled import StalledClient, server_sockets
-from tests.khala.sync_fixtures import Khala, mint, running_khala
+from tests.khala.sync_fixtures import mint, running_khala
 
 RUNS = "runtime.run_summaries"
 TEXT = "x" * 480  # each event grows the run's timeline document (up to ~25 KB a row)
