@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 import orjson
-import psutil
+import psutil  # type: ignore[import-untyped]  # (through pgserver)
 from websockets.client import ClientProtocol
 from websockets.http11 import Response
 from websockets.uri import parse_uri

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ BOUND_MB = 60 + STALLED * 3 * CAP / 1e6
 class ChildKhala(ChildProcess):
     env: dict[str, str]
     port: int = 0
-    proc: object = None
+    proc: subprocess.Popen[bytes] | None = None
 
     def start(self, log: Path) -> None:
         self.port = free_port()
@@ -42,7 +43,7 @@ class ChildKhala(ChildProcess):
 
     def rss_mb(self) -> float:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():  # type: ignore[attr-defined]
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmRSS")
