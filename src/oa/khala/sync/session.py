@@ -96,6 +96,7 @@ class Session:
         # topic -> the highest watermark this client has (its cursor, then what it was sent):
         # nothing at or below it is ever sent again.
         self._after: dict[str, int] = {}
+        self._replay_task: asyncio.Task[None] | None = None
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue)
         self.queued_bytes = 0
         self._drained = asyncio.Event()
@@ -249,6 +250,8 @@ class Session:
             if self.principal is not None:
                 self.hub.unregister(self, self.principal.user_id)
             reader_task.cancel()
+            if self._replay_task is not None:
+                self._replay_task.cancel()
             if not writer.done():
                 # Let a queued fatal error reach the client before the socket closes
                 # (each write is bounded by write_timeout_s).
@@ -397,15 +400,34 @@ class Session:
                 head_watermarks={t: max(self.hub.heads.get(t, 0), c) for t, c in cursors.items()},
             )
         )
-        await self._replay(cursors)
+        # In a task of its own, so heartbeats and refreshes are still read while a replay
+        # waits for a slow socket; replays of successive subscribes run one after another.
+        previous = self._replay_task
+        self._replay_task = asyncio.create_task(self._replay(cursors, previous))
 
-    async def _replay(self, cursors: Mapping[str, int]) -> None:
+    async def _replay(self, cursors: Mapping[str, int], previous: asyncio.Task[None] | None = None) -> None:
         """Send the journal past the cursors page by page, as the socket drains, then go live.
 
         Live batches for these topics are skipped meanwhile: the replay chases the hub's
         heads instead, and switches to live (without awaiting) once it has read up to them,
         so nothing is missed or repeated and nothing is held in memory but one page.
         """
+        if previous is not None:
+            await previous
+        try:
+            await self._replay_pages(cursors)
+        except Exception:  # the journal could not be read (Postgres restarting...)
+            log.warning("khala replay failed", exc_info=True)
+            self.fail(
+                ProtocolError(
+                    "internal_error",
+                    "the server could not replay the journal; reconnect and resume from your watermarks",
+                    fatal=True,
+                    reconnect_after_ms=self.limits.reconnect_after_ms,
+                )
+            )
+
+    async def _replay_pages(self, cursors: Mapping[str, int]) -> None:
         p = self.principal
         assert p is not None
         topics = list(cursors)
@@ -414,6 +436,7 @@ class Session:
         page = min(self.limits.replay_page, 64)  # rows; then sized from what rows weigh
         while True:
             await self._room()
+            topics = [t for t in topics if t in self._replaying]  # not unsubscribed meanwhile
             target = {t: self.hub.heads.get(t, 0) for t in topics}
             behind = {t: after[t] for t in topics if after[t] < target[t]}
             if not behind:
@@ -421,6 +444,7 @@ class Session:
             rows = await reader.rows_after(self.hub.pool, behind, target, page)
             if self._closing is not None:
                 return
+            rows = [r for r in rows if r.topic in self._replaying]
             for r in rows:
                 after[r.topic] = max(after[r.topic], r.watermark)
             visible = [r for r in rows if r.visible_to(p.user_id, p.org_id)]
