@@ -93,9 +93,11 @@ class Session:
         # Topics still replaying from the journal: live batches for them are skipped, the
         # replay reads them from the journal instead (it chases the hub's heads).
         self._replaying: set[str] = set()
-        # topic -> the highest watermark this client has (its cursor, then what it was sent):
-        # nothing at or below it is ever sent again.
+        # topic -> the highest watermark this client has while it replays (its cursor, then
+        # what it was sent): nothing at or below it is ever sent again.
         self._after: dict[str, int] = {}
+        # topic -> a cursor still ahead of the hub's head when the topic went live.
+        self._ahead: dict[str, int] = {}
         self._replay_task: asyncio.Task[None] | None = None
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue)
         self.queued_bytes = 0
@@ -126,17 +128,18 @@ class Session:
         mine = [r for r in batch if r.topic in live]
         if not mine:
             return
-        after = self._after
-        fresh = [r for r in mine if r.watermark > after.get(r.topic, 0)]
-        for r in fresh:
-            after[r.topic] = max(after.get(r.topic, 0), r.watermark)
-        if len(fresh) != len(mine):
-            # Rows the client already has (its cursor was ahead of the hub, e.g. it resumed
-            # from an HTTP snapshot the hub had not caught up with): never send them again.
-            keep = [r for r in fresh if r.visible_to(p.user_id, p.org_id)]
-            if keep:
-                self._enqueue(batch_frame(keep, True, {t: heads.get(t, 0) for t in sorted(live)}))
-            return
+        if self._ahead:
+            # The client's cursor was ahead of this hub (it resumed from an HTTP snapshot the
+            # hub had not caught up with): rows at or below it are never sent.
+            ahead = self._ahead
+            fresh = [r for r in mine if r.watermark > ahead.get(r.topic, 0)]
+            for t in [t for t, wm in ahead.items() if heads.get(t, 0) >= wm]:
+                del ahead[t]
+            if len(fresh) != len(mine):
+                keep = [r for r in fresh if r.visible_to(p.user_id, p.org_id)]
+                if keep:
+                    self._enqueue(batch_frame(keep, True, {t: heads.get(t, 0) for t in sorted(live)}))
+                return
         key = self._fanout_key
         if key is None:
             key = self._fanout_key = (tuple(sorted(live)), p.user_id, p.org_id)
@@ -457,6 +460,9 @@ class Session:
                 after.update({t: target[t] for t in behind})
         # No await from the check above to here: the next live batch starts past `after`.
         self._replaying.difference_update(topics)
+        for t in topics:
+            if after[t] > self.hub.heads.get(t, 0):
+                self._ahead[t] = after[t]
         self._fanout_key = None
         self._enqueue(batch_frame([], True, {t: max(self.hub.heads.get(t, 0), after[t]) for t in topics}))
 
@@ -464,6 +470,7 @@ class Session:
         self.topics.discard(topic)
         self._replaying.discard(topic)
         self._after.pop(topic, None)
+        self._ahead.pop(topic, None)
         self._fanout_key = None
 
     def tick(self, now: float, wall: float) -> None:
