@@ -29,6 +29,8 @@ from oa.khala.sync.session import Session, SessionLimits
 from oa.khala.sync.tokens import close_revoked_sessions
 from oa.khala.sync.web import install_web
 from oa.khala.topics import TOPICS
+from oa.store.database import with_user
+from oa.store.privileges import GATE
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> Response:
@@ -43,19 +45,25 @@ def create_sync_app(
     revocations: RevocationList | None = None,
     admin_key: str | None = None,
     deployment_class: str = "dev",
+    gate_url: str | None = None,
 ) -> FastAPI:
     """`limits` default to `SessionLimits.from_env()` (`OA_KHALA_MAX_QUEUED_BYTES`, ...).
 
     `revocations`, when given, is polled while the app runs and closes revoked sockets.
 
     `admin_key` opens the admin API (`/admin/v1`); `deployment_class` (dev or prod) is what
-    it reports, and what decides whether agents need a production-access grant.
+    it reports, and what decides whether agents need a production-access grant. The admin
+    API's grants, audit trail and requests go through their own pool as `oa_khala_gate`
+    (`gate_url`; by default the reader's server and database as that role), which may only
+    call the owner's functions (see `oa/store/privileges.py`).
     """
     limits = limits or SessionLimits.from_env()
+    gate_url = gate_url or with_user(reader_url, GATE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
+        app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
         hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes)
         await hub.start()
         app.state.hub = hub
@@ -69,6 +77,7 @@ def create_sync_app(
                 await revocations.stop()
             await hub.stop()
             await pool.close()
+            await app.state.gate_pool.close()
 
     app = FastAPI(
         title="Khala sync", version=oa.__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
