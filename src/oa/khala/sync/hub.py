@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 class Hub:
     """`max_queued_bytes` caps the outbound bytes of all sessions together (each session has
-    its own cap too): a crowd of slow consumers cannot grow the process past it."""
+    its own cap too): a crowd of slow consumers cannot grow the process past it. A frame
+    shared by many sockets counts once per socket, so the count errs on the safe side."""
 
     def __init__(
         self, url: str, pool: asyncpg.Pool, poll_s: float = 1.0, max_queued_bytes: int = 128 << 20
