@@ -29,7 +29,7 @@ import benchlib
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli.serve import EmbeddedServer
+from oa.cli.serve import WS_IMPL, EmbeddedServer
 from oa.control.service.accounts import Accounts
 from oa.control.service.container import build_control_app
 from oa.control.settings import ControlSettings
@@ -58,7 +58,7 @@ def free_port() -> int:
 
 
 async def serve(app: Any, port: int) -> tuple[EmbeddedServer, asyncio.Task[None]]:
-    server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws=WS_IMPL))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

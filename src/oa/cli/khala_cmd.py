@@ -56,9 +56,7 @@ def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = No
     # No permessage-deflate: compressing the same update once per subscriber was the
     # largest cost of fan-out (bench/sync.py profiles), and its zlib state per socket the
     # largest part of an idle subscription's memory.
-    return embedded_server(
-        sync_app, host, port, ws="websockets", ws_max_size=1 << 20, ws_per_message_deflate=False
-    )
+    return embedded_server(sync_app, host, port, ws_max_size=1 << 20, ws_per_message_deflate=False)
 
 
 @app.command()

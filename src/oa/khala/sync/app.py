@@ -6,7 +6,6 @@ write a read model: the single-writer rule holds in the database, not just in th
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -16,13 +15,14 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 import oa
 from oa.khala.admin.api import AdminRefused, admin_router
 from oa.khala.admin.api import error_response as admin_error
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
+from oa.khala.sync.hangup import TransportAbort, hang_up
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import TokenRefused, Verify
 from oa.khala.sync.session import Session, SessionLimits
@@ -47,7 +47,9 @@ def create_sync_app(
     deployment_class: str = "dev",
     gate_url: str | None = None,
 ) -> FastAPI:
-    """`revocations`, when given, is polled while the app runs and closes revoked sockets.
+    """`limits` default to `SessionLimits.from_env()` (`OA_KHALA_MAX_QUEUED_BYTES`, ...).
+
+    `revocations`, when given, is polled while the app runs and closes revoked sockets.
 
     `admin_key` opens the admin API (`/admin/v1`); `deployment_class` (dev or prod) is what
     it reports, and what decides whether agents need a production-access grant. The admin
@@ -55,14 +57,14 @@ def create_sync_app(
     (`gate_url`; by default the reader's server and database as that role), which may only
     call the owner's functions (see `oa/store/privileges.py`).
     """
-    limits = limits or SessionLimits()
+    limits = limits or SessionLimits.from_env()
     gate_url = gate_url or with_user(reader_url, GATE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
         app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
-        hub = Hub(reader_url, pool)
+        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes)
         await hub.start()
         app.state.hub = hub
         if revocations is not None:
@@ -81,6 +83,7 @@ def create_sync_app(
         title="Khala sync", version=oa.__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
     app.include_router(admin_router(admin_key, deployment_class))
+    app.add_middleware(TransportAbort)  # lets a socket that stopped reading be closed hard
 
     @app.exception_handler(AdminRefused)
     async def admin_refused(_: Request, exc: AdminRefused) -> Response:
@@ -107,9 +110,8 @@ def create_sync_app(
         try:
             await session.run()
         finally:
-            if ws.application_state != WebSocketState.DISCONNECTED:
-                with contextlib.suppress(Exception):
-                    await ws.close(4000 if session._closing else 1000)
+            code = 4000 if session.closing is not None else 1000
+            await hang_up(ws, code, limits.write_timeout_s, stalled=session.stalled)
 
     @app.get(
         "/sync/v1/topics/{topic}/snapshot", summary="Hydrate a topic: a consistent snapshot at a watermark"
