@@ -13,7 +13,9 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd
+from oa.cli import account_cmd, control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd, workers_cmd
+from oa.cli.identity import acting_as
+from oa.cli.runtime_client import sign_as
 from oa.cli.serve import (
     Listening,
     control_server,
@@ -22,9 +24,9 @@ from oa.cli.serve import (
     runtime_server,
     serve_all,
 )
-from oa.deployment import LocalDeployment
+from oa.deployment import DeploymentRunning, LocalDeployment
 from oa.runtime.projector.projector import Projector
-from oa.runtime.signing import load_or_create_secret, sign_caller
+from oa.runtime.signing import load_or_create_secret
 from oa.store.database import with_user
 
 app = typer.Typer(
@@ -39,6 +41,11 @@ app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
 app.add_typer(bench_app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(workers_cmd.app, name="workers")
+app.command("login")(account_cmd.login)
+app.command("logout")(account_cmd.logout)
+app.command("whoami")(account_cmd.whoami)
+token_app.command("sync")(account_cmd.token_sync)
 app.add_typer(khala_cmd.app, name="khala")
 app.add_typer(control_cmd.app, name="control")
 app.add_typer(mcp_cmd.app, name="mcp")
@@ -56,8 +63,19 @@ def run(
     control_port: Annotated[int, typer.Option(envvar="OA_CONTROL_PORT")] = 8788,
     khala_port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
 ) -> None:
-    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C."""
+    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C.
+
+    One deployment per OA_HOME: a second `oa run` there refuses, naming the first one."""
     dep = LocalDeployment.from_env()
+    try:
+        with dep.claim():
+            _run(dep, host, runtime_port, control_port, khala_port)
+    except DeploymentRunning as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def _run(dep: LocalDeployment, host: str, runtime_port: int, control_port: int, khala_port: int) -> None:
     with console.status("starting Postgres and applying migrations"):
         url = prepare_database(dep)
     port = pick_port(host, runtime_port)
@@ -65,6 +83,12 @@ def run(
     listening = [Listening("runtime /internal/v1", f"http://{host}:{port}")]
     cport = pick_port(host, control_port if control_port != port else 0)
     kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
+    taken = [
+        f"{name} port {wanted} is taken (another program or deployment): using {got}"
+        for name, wanted, got in (("runtime", runtime_port, port), ("control", control_port, cport),
+                                  ("khala", khala_port, kport))
+        if wanted and wanted != got
+    ]  # fmt: skip
     # The dashboard Khala serves signs in to this control from Khala's origin (CORS).
     origins = [f"http://{host}:{kport}"] + ([f"http://localhost:{kport}"] if host == "127.0.0.1" else [])
     os.environ.setdefault("OA_CONTROL_CORS_ORIGINS", ",".join(origins))
@@ -80,6 +104,7 @@ def run(
         {"OA_CONTROL_URL": f"http://{host}:{cport}", "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key},
     )
     listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
+    listening.append(Listening("dashboard", f"{khala_url}/dashboard/"))
 
     def ready() -> None:
         dep.write_env(
@@ -91,6 +116,7 @@ def run(
                 "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
                 "OA_DATABASE_URL": url,
                 "OA_HOME": str(dep.home),
+                "OA_PID": str(os.getpid()),
             }
         )
         table = Table(title="OpenAgents is running (Ctrl-C stops it)")
@@ -105,8 +131,12 @@ def run(
         )
         table.add_row("clients read", str(dep.env_file))
         console.print(table)
-        hint = f'curl -H "X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)" {listening[0].url}/healthz'
-        console.print(f"try: [bold]{hint}[/]")
+        for line in taken:
+            console.print(f"[yellow]note[/]: {line}; clients find it in {dep.env_file}")
+        console.print(
+            "next: [bold]oa control user add EMAIL[/], [bold]oa login --email EMAIL[/], "
+            f"then open [bold]{khala_url}/dashboard/[/] (README: Using it)"
+        )
 
     async def everything() -> None:
         # The projector (Khala's only writer) runs beside the servers; it holds a leader
@@ -179,23 +209,18 @@ def _serve_workers(workers: int, host: str, port: int, pool_size: int) -> None:
 
 @token_app.command("runtime")
 def token_runtime(
-    user: Annotated[str | None, typer.Option(help="User id; the principal becomes user:ID.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Operators: user id, the principal becomes user:ID (default: oa login's)."),
+    ] = None,
     principal: Annotated[str | None, typer.Option(help="A full principal, e.g. service:codex.")] = None,
     ttl: Annotated[int, typer.Option(min=1, max=900, help="Seconds the signature lives.")] = 300,
 ) -> None:
-    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment."""
-    if (user is None) == (principal is None):
-        raise typer.BadParameter("give exactly one of --user or --principal")
-    who = principal or f"user:{user}"
-    secret = _caller_secret()
-    print(sign_caller(secret, who, ttl))
-
-
-def _caller_secret() -> bytes:
-    env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
-    if env:
-        return env.encode()
-    return load_or_create_secret(LocalDeployment.from_env().caller_secret_file)
+    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment (default: as the
+    account `oa login` signed in to; --user/--principal are for operators)."""
+    if user is not None and principal is not None:
+        raise typer.BadParameter("give at most one of --user or --principal")
+    print(sign_as(acting_as(principal or user), ttl))
 
 
 @bench_app.command("append")

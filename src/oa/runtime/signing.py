@@ -37,7 +37,13 @@ def load_or_create_secret(path: Path) -> bytes:
     return secret
 
 
-def sign_caller(secret: bytes, principal: str, ttl_s: int = DEFAULT_TTL_S, now: float | None = None) -> str:
+def sign_caller(
+    secret: bytes,
+    principal: str,
+    ttl_s: int = DEFAULT_TTL_S,
+    now: float | None = None,
+    org: str | None = None,
+) -> str:
     if not PRINCIPAL_RE.match(principal):
         raise InvalidRequest(
             f"principal {principal!r} must look like user:<id>, service:<name> or worker:<id>"
@@ -54,6 +60,8 @@ def sign_caller(secret: bytes, principal: str, ttl_s: int = DEFAULT_TTL_S, now: 
         "exp": iat + ttl_s,
         "jti": uuid.uuid4().hex,
     }
+    if org is not None:
+        claims["oa_org_id"] = org
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
