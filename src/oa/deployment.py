@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 DEFAULT_URLS = {
@@ -62,6 +63,24 @@ def port_open(url: str, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def hold_presence(lock: Path) -> IO[str]:
+    """Mark this process as an agent of the deployment; keep the returned file open."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    f = lock.open("a+")
+    fcntl.flock(f, fcntl.LOCK_SH)
+    return f
+
+
+def nobody_present(lock: Path) -> bool:
+    with lock.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,17 @@ def test_ctrl_c_removes_the_env_file(database_url: str, tmp_path: Path) -> None:
     finally:
         run.stop()
     assert not LocalDeployment(run.home).env_file.exists()
+
+
+def test_the_readme_agent_env_file_selects_this_deployment(deployment: OaRun) -> None:
+    """README: `oa mcp start --env-file .oa/deployment.env` points an agent at `make run`'s deployment."""
+    from oa.agent.selection import SelfHosted, load_env, select
+
+    env = deployment.env_values()
+    chosen = select(load_env([LocalDeployment(deployment.home).env_file], {}))
+    assert isinstance(chosen, SelfHosted)
+    assert (chosen.url, chosen.runtime_url, chosen.home) == (
+        env["KHALA_SELF_HOSTED_URL"],
+        env["OA_RUNTIME_URL"],
+        str(deployment.home),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import runpy
 import sys
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from oa.cli import account_cmd, control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd, workers_cmd
 from oa.cli.identity import acting_as
+from oa.cli.idle import stop_when_idle
 from oa.cli.runtime_client import sign_as
 from oa.cli.serve import (
     Listening,
@@ -62,6 +64,10 @@ def run(
     runtime_port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
     control_port: Annotated[int, typer.Option(envvar="OA_CONTROL_PORT")] = 8788,
     khala_port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
+    idle_exit_s: Annotated[
+        float, typer.Option(hidden=True, help="Stop after this long without an agent holding --idle-lock.")
+    ] = 0,
+    idle_lock: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C.
 
@@ -69,13 +75,21 @@ def run(
     dep = LocalDeployment.from_env()
     try:
         with dep.claim():
-            _run(dep, host, runtime_port, control_port, khala_port)
+            idle = (idle_lock, idle_exit_s) if idle_lock is not None and idle_exit_s > 0 else None
+            _run(dep, host, runtime_port, control_port, khala_port, idle)
     except DeploymentRunning as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
 
 
-def _run(dep: LocalDeployment, host: str, runtime_port: int, control_port: int, khala_port: int) -> None:
+def _run(
+    dep: LocalDeployment,
+    host: str,
+    runtime_port: int,
+    control_port: int,
+    khala_port: int,
+    idle: tuple[Path, float] | None = None,
+) -> None:
     with console.status("starting Postgres and applying migrations"):
         url = prepare_database(dep)
     port = pick_port(host, runtime_port)
@@ -143,9 +157,12 @@ def _run(dep: LocalDeployment, host: str, runtime_port: int, control_port: int, 
         # lock, so a second `oa run` on the same database waits as a standby.
         projector = Projector(with_user(url, khala_cmd.WRITER_ROLE))
         projector.start()
+        watcher = asyncio.create_task(stop_when_idle(*idle)) if idle else None
         try:
             await serve_all([runtime, control, khala], on_ready=ready)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await projector.stop()
 
     uvloop.run(everything())
