@@ -48,12 +48,19 @@ class OaRun(ChildProcess):
     def log(self) -> Path:
         return self.home / "run.log"
 
-    def start(self, runtime_port: int = 0, timeout: float = 90.0) -> None:
+    def start(
+        self, runtime_port: int = 0, timeout: float = 90.0, control_port: int = 0, khala_port: int = 0
+    ) -> None:
         """Start it and wait for its deployment.env (written once every server is up)."""
         self.home.mkdir(parents=True, exist_ok=True)
         cli = Cli(self.home, {"OA_DATABASE_URL": self.database_url} if self.database_url else {})
         args = ["run", "--runtime-port", str(runtime_port or free_port())]
-        args += ["--control-port", str(free_port()), "--khala-port", str(free_port())]
+        args += [
+            "--control-port",
+            str(control_port or free_port()),
+            "--khala-port",
+            str(khala_port or free_port()),
+        ]
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "oa.cli.main", *args], env=cli.env(), stdout=out, stderr=out
