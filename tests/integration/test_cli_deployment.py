@@ -7,6 +7,10 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +152,28 @@ def test_the_readme_agent_env_file_selects_this_deployment(deployment: OaRun) ->
         env["OA_RUNTIME_URL"],
         str(deployment.home),
     )
+
+
+def test_khala_watch_follows_as_the_signed_in_account(cli: Cli, account: tuple[str, str]) -> None:
+    email, _ = account
+    assert cli("login", "--email", email, OA_CONTROL_PASSWORD=PASSWORD).returncode == 0
+    run_id = f"watched-{uuid.uuid4().hex[:8]}"
+    assert cli("runs", "append", run_id, "run.started").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oa.cli.main", "khala", "watch", "runtime.run_summaries"],
+        env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killer = threading.Timer(30, proc.kill)  # readline below must not wait forever
+    killer.start()
+    try:
+        assert proc.stdout is not None
+        time.sleep(2)  # connected and hydrated; now a live change
+        assert cli("runs", "append", run_id, "text.delta", "--payload", '{"text":"hi"}').returncode == 0
+        seen = ""
+        while run_id not in seen and proc.poll() is None:
+            seen += proc.stdout.readline()
+        assert run_id in seen, seen + (proc.stderr.read() if proc.stderr else "")
+    finally:
+        killer.cancel()
+        proc.kill()
+        proc.wait()
