@@ -120,7 +120,13 @@ class LocalDeployment:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise DeploymentRunning(self.home, self.read_env()) from None
+                lock.seek(0)
+                holder = lock.read().strip()  # its pid, even while it is still starting
+                raise DeploymentRunning(self.home, {"OA_PID": holder or "?", **self.read_env()}) from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
             self.env_file.unlink(missing_ok=True)  # a previous run's, killed before it could clean up
             try:
                 yield
@@ -188,12 +194,3 @@ class LocalDeployment:
         if endpoint.source.startswith("the variable"):
             return f"{head}: check that variable, or unset it to use {self.env_file}."
         return f"{head}: start the deployment with `make run` (it writes {self.env_file})."
-
-    def runtime_url(self) -> str:
-        ep = self.endpoint("OA_RUNTIME_URL")
-        if not self.env_file.exists() and not os.environ.get("OA_RUNTIME_URL"):
-            raise SystemExit(
-                f"no runtime found: {self.env_file} is missing. Start one with `make run` "
-                "(or set OA_RUNTIME_URL)."
-            )
-        return ep.url
