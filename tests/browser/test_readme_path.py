@@ -181,6 +181,12 @@ async def test_the_readme_path_ends_with_the_run_live_in_the_dashboard(
             "() => [...document.querySelectorAll('main table')].filter(t => t.scrollWidth > t.parentElement.clientWidth + 1).length"
         )
         assert clipped == 0, "a table is wider than the phone screen"
-        assert page.problems == [], page.problems  # no console errors, no 404 (favicon)
+        assert page.problems == [], page.problems  # no console errors, no 404
+        # A favicon, declared and served (headless Chromium does not ask for /favicon.ico
+        # itself, so the browser would not show the 404 a desktop browser logs).
+        icon = await page.evaluate("() => document.querySelector('link[rel=icon]')?.href")
+        assert icon, "no <link rel=icon>: browsers log a 404 for /favicon.ico"
+        served = await page.request.get(icon)
+        assert served.status == 200 and "svg" in served.headers["content-type"]
     finally:
         await context.close()
