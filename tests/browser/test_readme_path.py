@@ -152,6 +152,8 @@ async def test_the_readme_path_ends_with_the_run_live_in_the_dashboard(
         await page.goto(dashboard + "#/topics/runtime.run_summaries")
         await page.wait_for_selector("tr[data-doc='runtime/run_summary:demo']")
         await shoot(page, artifacts, "topic")
+        await page.goto(dashboard + "#/topics/runtime.codex_worker_events")  # no workers: empty, and says why
+        await page.locator("#docs-empty").filter(has_text="No documents in this topic").wait_for()
         await page.goto(dashboard + "#/doc/runtime.run_summaries/runtime/run_summary:demo")
         await page.wait_for_selector("#doc-history tr[data-watermark]")
         await shoot(page, artifacts, "document")

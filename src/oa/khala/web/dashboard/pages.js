@@ -241,9 +241,14 @@ function topicPage(main, ctx) {
   const note = h("p", { class: "muted" });
   main.append(h("p", {}, link("#/topics", "← topics")), h("h1", {}, "Topic ", h("code", {}, topic)), note,
     table([["Document"], ["Version", "num"], ["Hash", "hide-sm"]], [body]));
-  const render = (docs) => body.replaceChildren(...docs.sort((a, b) => a.doc_key.localeCompare(b.doc_key)).slice(0, 1000).map((d) =>
-    h("tr", { "data-doc": d.doc_key }, h("td", {}, link(docHref(topic, d.doc_key), d.doc_key)),
-      h("td", { class: "num" }, d.doc_version), h("td", { class: "hide-sm" }, h("code", {}, (d.payload_hash || "").slice(0, 12))))));
+  const render = (docs) => {
+    body.replaceChildren(...docs.sort((a, b) => a.doc_key.localeCompare(b.doc_key)).slice(0, 1000).map((d) =>
+      h("tr", { "data-doc": d.doc_key }, h("td", {}, link(docHref(topic, d.doc_key), d.doc_key)),
+        h("td", { class: "num" }, d.doc_version), h("td", { class: "hide-sm" }, h("code", {}, (d.payload_hash || "").slice(0, 12))))));
+    if (!docs.length) body.replaceChildren(h("tr", { id: "docs-empty" }, h("td", { colspan: 3, class: "empty" },
+      `No documents in this topic for ${who(ctx)} yet: the projector writes one when the runtime records what it reflects `,
+      "(for runs: ", h("code", {}, "oa runs append demo run.started"), ").")));
+  };
   const live = ctx.client.topics.includes(topic);
   if (live) {
     note.textContent = "Live: updates as the projector commits.";
