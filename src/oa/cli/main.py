@@ -129,18 +129,6 @@ def _run(
     listening.append(Listening("dashboard", f"{khala_url}/dashboard/"))
 
     def ready() -> None:
-        dep.write_env(
-            {
-                "OA_RUNTIME_URL": listening[0].url,
-                "OA_CONTROL_URL": f"http://{host}:{cport}",
-                "OA_KHALA_URL": khala_url,
-                "KHALA_SELF_HOSTED_URL": khala_url,
-                "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
-                "OA_DATABASE_URL": url,
-                "OA_HOME": str(dep.home),
-                "OA_PID": str(os.getpid()),
-            }
-        )
         table = Table(title="OpenAgents is running (Ctrl-C stops it)")
         table.add_column("what")
         table.add_column("where")
@@ -158,6 +146,21 @@ def _run(
         console.print(
             "next: [bold]oa control user add EMAIL[/], [bold]oa login --email EMAIL[/], "
             f"then open [bold]{khala_url}/dashboard/[/] (README: Using it)"
+        )
+        # The banner is out before deployment.env appears: the file is what clients (and
+        # tests) wait for, so whatever it names has already been said on the terminal.
+        sys.stdout.flush()
+        dep.write_env(
+            {
+                "OA_RUNTIME_URL": listening[0].url,
+                "OA_CONTROL_URL": f"http://{host}:{cport}",
+                "OA_KHALA_URL": khala_url,
+                "KHALA_SELF_HOSTED_URL": khala_url,
+                "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
+                "OA_DATABASE_URL": url,
+                "OA_HOME": str(dep.home),
+                "OA_PID": str(os.getpid()),
+            }
         )
 
     async def everything() -> None:
