@@ -7,6 +7,7 @@ import httpx
 import orjson
 import pytest
 
+from oa.catalog import ProjectionDecl
 from oa.runtime.domain.journal import Event
 from oa.runtime.projector.projections import PROJECTIONS, Projection
 from oa.runtime.projector.projector import project_batch
@@ -85,10 +86,8 @@ async def test_failing_projection_stops_loudly_others_go_on(
 
     name = f"exploding_{run_id}"
     bad = Projection(
-        name,
-        "runtime.notifications",
-        1,
-        lambda ev: [f"runtime/notification:x-{ev.stream_id}"] if ev.kind == "run" else [],
+        ProjectionDecl(name, "runtime.notifications", "runtime/notification:x-", 1, ("owner", "n"), ""),
+        lambda ev: [ev.stream_id] if ev.kind == "run" else [],
         explode,
     )
     projections = (*PROJECTIONS, bad)

@@ -26,6 +26,7 @@ from oa.khala.store.reader import ROW_COLUMNS, JournalRow
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
 from oa.khala.topics import TOPICS
+from oa.khala.topics import dashboard_config as topics_config
 
 WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -57,7 +58,7 @@ def dashboard_config(app: FastAPI) -> dict[str, Any]:
         "control_url": os.environ.get("OA_CONTROL_URL", "").rstrip("/") or None,
         "token_ttl_s": 300,
         "refresh_before_s": 30,
-        "topics": list(TOPICS),
+        **topics_config(),  # topics, live topics and document prefixes, from the proto catalog
         **overrides,
     }
 

@@ -16,9 +16,10 @@ import asyncpg
 import orjson
 
 from oa.khala.store import writer
+from oa.khala.topics import projection_of_key
 from oa.runtime.adapters.journal_sql import read_journal
 from oa.runtime.projector.fold import doc_change, fold_batch
-from oa.runtime.projector.projections import BY_NAME, PROJECTIONS, Doc
+from oa.runtime.projector.projections import BY_NAME, Doc, Projection
 from oa.runtime.projector.projector import project_batch
 
 Progress = Callable[[int, int], None]  # (events folded so far, journal head)
@@ -41,6 +42,10 @@ async def _docs(conn: asyncpg.Connection, generation: int) -> dict[str, tuple[st
         generation,
     )
     return {r["doc_key"]: (r["topic"], r["payload_hash"], r["doc_version"], r["payload"]) for r in rows}
+
+
+def _owner(doc_key: str) -> Projection:
+    return BY_NAME[projection_of_key(doc_key).name]
 
 
 async def rebuild(
@@ -76,13 +81,13 @@ async def rebuild(
                 continue
             report.drift.append(key)
             if n_ is not None:
-                topic, _, version, payload = n_
-                proj = next(p for p in PROJECTIONS if p.topic == topic)
-                changes.append(doc_change(proj, key, orjson.loads(payload), version))
+                # The projection that owns the key (by its declared prefix), not "the first
+                # of its topic": two projections share runtime.run_summaries.
+                _, _, version, payload = n_
+                changes.append(doc_change(_owner(key), key, orjson.loads(payload), version))
             else:
-                topic, _, version, _ = o  # type: ignore[misc]
-                proj = next(p for p in PROJECTIONS if p.topic == topic)
-                changes.append(doc_change(proj, key, None, version))
+                _, _, version, _ = o  # type: ignore[misc]
+                changes.append(doc_change(_owner(key), key, None, version))
         # Journal the differences against the new generation, then make it live.
         await writer.apply(conn, new, changes, {}, journal=True)
         await conn.execute("UPDATE khala.state SET live_generation = $1 WHERE id = 1", new)
@@ -127,7 +132,7 @@ async def audit(
                 progress(after, head)
         expected: dict[str, tuple[str, int]] = {}
         for key, (d, v) in docs.items():
-            ch = doc_change(PROJECTIONS[0], key, d, v)
+            ch = doc_change(_owner(key), key, d, v)
             expected[key] = (ch.payload_hash or "", v)
         report.documents = len(stored)
         for key in sorted(set(expected) | set(stored)):

@@ -5,9 +5,14 @@
 
 import { lineChart } from "./chart.js";
 
-const RUN = "runtime/run_summary:";
-const TIMELINE = "runtime/run_timeline:";
-const WORKER = "runtime/codex_worker_summary:";
+// Document prefixes come from the served config (derived from the proto catalog).
+let RUN, TIMELINE, WORKER;
+export function configure(config) {
+  const prefix = (name) => config.projections[name].doc_prefix;
+  RUN = prefix("run_summaries");
+  TIMELINE = prefix("run_timelines");
+  WORKER = prefix("codex_worker_summaries");
+}
 const STALE_HEARTBEAT_S = 120;
 
 // -- tiny DOM helpers ----------------------------------------------------------------------
