@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from oa.deployment import LocalDeployment
+from oa.khala.store import reader
 from oa.khala.sync.app import create_sync_app
 from oa.khala.sync.config import verifier_from_env
 from oa.khala.sync.tokens import verify_with
@@ -108,12 +109,9 @@ def status() -> None:
                     str(row["error"] or ""),
                 )
             console.print(table)
-            heads = await conn.fetch(
-                "SELECT topic, watermark, retention_floor FROM khala.topic_heads ORDER BY topic"
-            )
             t2 = Table("topic", "head watermark", "retention floor", title="topics")
-            for r in heads:
-                t2.add_row(r["topic"], str(r["watermark"]), str(r["retention_floor"]))
+            for topic, (head, floor) in sorted((await reader.heads(conn)).items()):
+                t2.add_row(topic, str(head), str(floor))
             console.print(t2)
         finally:
             await conn.close()

@@ -110,3 +110,51 @@ async def snapshot(
         limit,
     )
     return int(head), _rows(list(recs))
+
+
+# -- status and history (the dashboard's and operators' read-only views) -------------------
+
+
+async def live_checkpoints(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    """The live generation's checkpoints: projection, position, failed_at_position, error, idle_s."""
+    return list(
+        await conn.fetch(
+            "SELECT c.projection, c.position, c.failed_at_position, c.error,"
+            " extract(epoch FROM now() - c.updated_at) AS idle_s"
+            " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
+            " ORDER BY c.projection"
+        )
+    )
+
+
+async def recent_errors(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 20) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT id, at, source, projection, position, message FROM khala.errors ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+    )
+
+
+async def document_history(
+    conn: asyncpg.Connection | asyncpg.Pool, topic: str, doc_key: str, limit: int
+) -> list[tuple[JournalRow, Any]]:
+    """A document's journal rows, newest first, each with its commit time."""
+    records = await conn.fetch(
+        f"SELECT {ROW_COLUMNS}, committed_at FROM khala.stream_journal"
+        " WHERE topic = $1 AND doc_key = $2 ORDER BY watermark DESC LIMIT $3",
+        topic,
+        doc_key,
+        limit,
+    )
+    return [(JournalRow(*r[:-1]), r["committed_at"]) for r in records]
+
+
+async def min_live_position(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The lowest checkpoint of the live generation (0 if none): how far every projection got."""
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(min(position), 0) FROM khala.checkpoints c JOIN khala.state s"
+            " ON s.live_generation = c.generation"
+        )
+    )

@@ -13,15 +13,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import asyncpg
 import orjson
 from prometheus_client import Counter, Gauge
 
-from oa.khala.store import writer
+from oa.khala.store import maintenance, writer
 from oa.khala.topics import TOPIC_NAMES
-from oa.runtime.adapters.journal_sql import read_journal
+from oa.runtime.adapters.journal_sql import event_ages, journal_head, read_journal
 from oa.runtime.projector.fold import fold_batch, keys_for
 from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
 
@@ -33,30 +32,9 @@ SECONDS_BEHIND = Gauge("oa_projector_seconds_behind", "Age of the oldest unproje
 EVENTS_PROJECTED = Counter("oa_projector_events_read_total", "Journal events read by projector batches")
 
 
-@dataclass
-class Checkpoint:
-    position: int
-    failed_at: int | None
-    error: str | None
-
-
-async def load_checkpoints(conn: asyncpg.Connection, generation: int) -> dict[str, Checkpoint]:
-    rows = await conn.fetch(
-        "SELECT projection, position, failed_at_position, error FROM khala.checkpoints WHERE generation = $1",
-        generation,
-    )
-    return {r["projection"]: Checkpoint(r["position"], r["failed_at_position"], r["error"]) for r in rows}
-
-
 async def load_docs(conn: asyncpg.Connection, generation: int, keys: set[str]) -> dict[str, tuple[Doc, int]]:
-    if not keys:
-        return {}
-    rows = await conn.fetch(
-        "SELECT doc_key, payload, doc_version FROM khala.documents WHERE generation = $1 AND doc_key = ANY($2::text[])",
-        generation,
-        list(keys),
-    )
-    return {r["doc_key"]: (orjson.loads(r["payload"]), r["doc_version"]) for r in rows}
+    stored = await writer.load_documents(conn, generation, keys)
+    return {k: (orjson.loads(payload), version) for k, (payload, version) in stored.items()}
 
 
 async def project_batch(
@@ -69,9 +47,9 @@ async def project_batch(
     """Fold and commit one batch; returns how many journal events it read (0 = caught up)."""
     async with conn.transaction():
         # The state row lock serializes batches with a rebuild's switch of generations.
-        live = await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1 FOR UPDATE")
+        live = await writer.lock_live_generation(conn)
         gen = live if generation is None else generation
-        cps = await load_checkpoints(conn, gen)
+        cps = await writer.load_checkpoints(conn, gen)
         healthy = [p for p in projections if p.name not in cps or cps[p.name].failed_at is None]
         if not healthy:
             return 0
@@ -85,29 +63,35 @@ async def project_batch(
         for f in result.failures:
             log.error("projection %s stopped at position %d: %s", f.projection, f.position, f.message)
             await writer.record_failure(conn, gen, f.projection, f.position, f.message)
-        await writer.apply(conn, gen, result.changes, result.checkpoints, journal=journal and gen == live)
+        versions = {p.name: p.version for p in healthy}
+        await writer.apply(
+            conn, gen, result.changes, result.checkpoints, journal=journal and gen == live, versions=versions
+        )
         return len(events)
 
 
 async def lag(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, object]]:
     """Per projection: events behind the journal head and seconds since the oldest unseen one."""
-    head = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
-    rows = await conn.fetch(
-        "SELECT c.projection, c.position, c.failed_at_position, c.error,"
-        " (SELECT extract(epoch FROM now() - e.recorded_at) FROM runtime.events e"
-        "   WHERE e.position = c.position + 1) AS behind_s"
-        " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
-    )
-    out: dict[str, dict[str, object]] = {
-        p.name: {"position": 0, "events_behind": head, "seconds_behind": None, "error": None}
-        for p in PROJECTIONS
-    }
-    for r in rows:
-        out[r["projection"]] = {
-            "position": r["position"],
-            "events_behind": head - r["position"],
-            "seconds_behind": float(r["behind_s"]) if r["behind_s"] is not None else 0.0,
-            "error": r["error"],
+    head = await journal_head(conn)
+    states = await maintenance.projection_states(conn)
+    positions = sorted({s.position for s in states.values()})
+    ages = await event_ages(conn, [p + 1 for p in positions])
+    out: dict[str, dict[str, object]] = {}
+    for p in PROJECTIONS:
+        s = states.get(p.name)
+        position = s.position if s is not None else 0
+        building = s is not None and s.build_position is not None
+        failed = s is not None and (s.failed_at is not None or s.build_error is not None)
+        out[p.name] = {
+            "position": position,
+            "events_behind": head - position,
+            "seconds_behind": ages.get(position + 1, 0.0) if s is not None else None,
+            "error": (s.error or s.build_error) if s is not None else None,
+            "version": p.version,
+            "stored_version": s.version if s is not None else None,
+            "state": "failed" if failed else "catching_up" if building else "live" if s else "new",
+            "build_position": s.build_position if s is not None else None,
+            "journal_head": head,
         }
     return out
 
