@@ -120,11 +120,6 @@ async def finish_build(conn: asyncpg.Connection, projection: str, prefix: str, b
     await drop_generation(conn, build)
 
 
-async def raise_floor_to_head(conn: asyncpg.Connection, topic: str) -> None:
-    """Every cursor of `topic` so far becomes stale: resuming clients re-hydrate."""
-    await conn.execute("UPDATE khala.topic_heads SET retention_floor = watermark WHERE topic = $1", topic)
-
-
 async def reset(conn: asyncpg.Connection) -> None:
     """Empty Khala entirely (every table, every counter): what a drop-and-rebuild starts from."""
     await conn.execute(

@@ -9,7 +9,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-ROW_COLUMNS = "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id"
+ROW_COLUMNS = (
+    "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id,"
+    " projection_version"
+)
 _J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in ROW_COLUMNS.split(","))
 
 
@@ -24,6 +27,7 @@ class JournalRow:
     payload_hash: str | None
     owner_user: str | None
     org_id: str | None
+    projection_version: int = 1  # clients order updates by (projection_version, doc_version)
 
     def visible_to(self, user_id: str, org_id: str | None) -> bool:
         """Per-document authorization: own documents, and documents of the user's org."""
@@ -38,6 +42,7 @@ class JournalRow:
             "payload": orjson.Fragment(self.payload) if self.payload is not None else None,
             "payload_hash": self.payload_hash,
             "deleted": self.payload is None,
+            "projection_version": self.projection_version,
         }
 
 
@@ -100,7 +105,8 @@ async def snapshot(
     """
     head = await conn.fetchval("SELECT watermark FROM khala.topic_heads WHERE topic = $1", topic) or 0
     recs = await conn.fetch(
-        "SELECT d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user, d.org_id"
+        "SELECT d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user,"
+        " d.org_id, d.projection_version"
         " FROM khala.documents d JOIN khala.state s ON s.live_generation = d.generation"
         " WHERE d.topic = $1 AND (d.owner_user = $2 OR (d.org_id IS NOT NULL AND d.org_id = $3))"
         " ORDER BY d.doc_key LIMIT $4",

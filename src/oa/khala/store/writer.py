@@ -157,10 +157,10 @@ async def apply(
         if journal:
             await conn.execute(
                 "INSERT INTO khala.stream_journal (topic, watermark, batch_id, doc_key, doc_version,"
-                " payload, payload_hash, owner_user, org_id)"
-                " SELECT u.topic, u.wm, $1, u.k, u.v, u.p, u.h, u.o, u.g FROM unnest($2::text[],"
-                " $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])"
-                " AS u(topic, wm, k, v, p, h, o, g)",
+                " payload, payload_hash, owner_user, org_id, projection_version)"
+                " SELECT u.topic, u.wm, $1, u.k, u.v, u.p, u.h, u.o, u.g, u.pv FROM unnest($2::text[],"
+                " $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],"
+                " $10::int[]) AS u(topic, wm, k, v, p, h, o, g, pv)",
                 batch_id,
                 [c.topic for c in changes],
                 marks,
@@ -170,6 +170,7 @@ async def apply(
                 [c.payload_hash for c in changes],
                 [c.owner_user for c in changes],
                 [c.org_id for c in changes],
+                [c.projection_version for c in changes],
             )
             await conn.execute(
                 "SELECT pg_notify($1, $2)",

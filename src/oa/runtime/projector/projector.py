@@ -70,14 +70,16 @@ async def project_batch(
         return len(events)
 
 
-async def lag(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, object]]:
+async def lag(
+    conn: asyncpg.Connection | asyncpg.Pool, projections: Sequence[Projection] = PROJECTIONS
+) -> dict[str, dict[str, object]]:
     """Per projection: events behind the journal head and seconds since the oldest unseen one."""
     head = await journal_head(conn)
     states = await maintenance.projection_states(conn)
     positions = sorted({s.position for s in states.values()})
     ages = await event_ages(conn, [p + 1 for p in positions])
     out: dict[str, dict[str, object]] = {}
-    for p in PROJECTIONS:
+    for p in projections:
         s = states.get(p.name)
         position = s.position if s is not None else 0
         building = s is not None and s.build_position is not None
@@ -100,8 +102,19 @@ class Projector:
     """Runs `project_batch` whenever the journal moves, while holding the leader lock."""
 
     def __init__(
-        self, writer_url: str, batch_size: int = 1000, idle_poll_s: float = 1.0, prune_every_s: float = 60.0
+        self,
+        writer_url: str,
+        batch_size: int = 1000,
+        idle_poll_s: float = 1.0,
+        prune_every_s: float = 60.0,
+        build_batch_size: int = 500,
+        projections: Sequence[Projection] = PROJECTIONS,
     ) -> None:
+        self._projections = tuple(projections)
+        # A build folds `build_batch_size` events between two rounds of live batches: the
+        # most a live update waits for a catch-up (see bench/projection_catchup.py).
+        self._build_batch = build_batch_size
+        self.switched: list[object] = []  # SwitchReports of the builds that switched in
         self._prune_every = prune_every_s
         self._url = writer_url
         self._batch = batch_size
@@ -133,6 +146,7 @@ class Projector:
                 delay = min(delay * 2, 5.0)
 
     async def _lead(self) -> None:
+        from oa.runtime.projector import builds  # imported late: it imports this module
         from oa.runtime.projector.prune import prune  # imported late, like requests below
         from oa.runtime.projector.requests import run_pending_requests  # it imports rebuild, which imports us
 
@@ -146,17 +160,29 @@ class Projector:
             await conn.add_listener("oa_journal", lambda *_: woke.set())
             await conn.add_listener("khala_admin_requests", lambda *_: woke.set())
             measured = pruned = 0.0
+            building = await builds.reconcile(conn, self._projections)  # declared vs stored versions
             while True:
                 woke.clear()
-                while n := await project_batch(conn, batch_size=self._batch):
+                live = builds.live_projections(building, self._projections)
+                while n := await project_batch(conn, projections=live, batch_size=self._batch):
                     self.last_batch_at = time.monotonic()
                     EVENTS_PROJECTED.inc(n)
+                pending = [b for b in building.values() if not b.failed]
+                if pending:
+                    build = pending[0]
+                    if not await builds.step(conn, build, self._build_batch) and not build.failed:
+                        report = await builds.switch_in(conn, build, building, self._projections)
+                        if report is not None:
+                            del building[build.projection.name]
+                            self.switched.append(report)
+                    woke.set()  # come straight back: live batches first, then the next step
                 if time.monotonic() - measured > 2.0:
                     measured = time.monotonic()
                     for name, row in (await lag(conn)).items():
                         EVENTS_BEHIND.labels(name).set(float(row["events_behind"]))  # type: ignore[arg-type]
                         SECONDS_BEHIND.labels(name).set(float(row["seconds_behind"] or 0.0))  # type: ignore[arg-type]
-                await run_pending_requests(conn)  # rebuild/prune/audit asked through Khala's admin API
+                if await run_pending_requests(conn):  # rebuild/prune/audit asked through Khala's admin API
+                    building = await builds.reconcile(conn, self._projections)  # a rebuild replaced builds
                 if time.monotonic() - pruned > self._prune_every:
                     # Retention and replay budgets hold without anyone asking.
                     pruned = time.monotonic()

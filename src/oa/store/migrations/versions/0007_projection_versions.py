@@ -15,6 +15,10 @@ position 0 in the live generation, holding every live topic back while it caught
   own (blue/green per projection): the live generation it will switch into once caught up.
   NULL for the checkpoints of a live generation or of a whole-generation rebuild.
 
+- `khala.stream_journal.projection_version`: the version that folded each journaled change,
+  sent to clients with every update so a re-versioned document (same `doc_version`, new
+  fold) replaces the one they hold instead of being dropped as a repeat. Existing rows: 1.
+
 Columns only: no new table, sequence or function, so `oa/store/privileges.py` is unchanged.
 """
 
@@ -32,9 +36,11 @@ def upgrade() -> None:
         ALTER TABLE khala.checkpoints ADD COLUMN version int;
         UPDATE khala.checkpoints SET version = 1;
         ALTER TABLE khala.checkpoints ADD COLUMN builds_into bigint;
+        ALTER TABLE khala.stream_journal ADD COLUMN projection_version int NOT NULL DEFAULT 1;
         """
     )
 
 
 def downgrade() -> None:
     op.execute("ALTER TABLE khala.checkpoints DROP COLUMN builds_into, DROP COLUMN version")
+    op.execute("ALTER TABLE khala.stream_journal DROP COLUMN projection_version")
