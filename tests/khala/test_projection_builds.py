@@ -114,8 +114,24 @@ async def test_new_then_reversioned_projection_builds_beside_live_topics(
                             await kc.wait_until(lambda c: only_version(c, version), 30)  # noqa: B023
                         except TimeoutError:
                             held = digests(kc)
-                            raise AssertionError(f"v{version}: client holds {len(held)} digests, versions {sorted({str(d['v']) for d in held})}, report {report}") from None
+                            raise AssertionError(
+                                f"v{version}: client holds {len(held)} digests, versions {sorted({str(d['v']) for d in held})}, report {report}"
+                            ) from None
                     finally:
                         await projector.stop()
     finally:
         await forget(writer_conn, v1)
+
+
+async def test_khala_status_shows_version_state_and_lag(database_url: str, tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from oa.cli.main import app as cli
+
+    env = {"OA_DATABASE_URL": database_url, "OA_HOME": str(tmp_path), "COLUMNS": "200"}
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["khala", "status"], env=env)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    for p in PROJECTIONS:
+        assert p.name in rows, result.output
+        assert f"v{p.version}" in rows[p.name] and ("live" in rows[p.name] or "new" in rows[p.name])

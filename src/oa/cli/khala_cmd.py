@@ -97,12 +97,29 @@ def status() -> None:
         conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
         try:
             table = Table(
-                "projection", "position", "events behind", "seconds behind", "error", title="projector"
+                "projection",
+                "version",
+                "state",
+                "position",
+                "events behind",
+                "seconds behind",
+                "error",
+                title="projector",
             )
             for name, row in (await lag(conn)).items():
                 secs = row["seconds_behind"]
+                state = str(row["state"])
+                if state == "catching_up":  # catching up N/M: the build's position / journal head
+                    state = f"catching up {row['build_position']}/{row['journal_head']}"
                 table.add_row(
                     name,
+                    f"v{row['version']}"
+                    + (
+                        f" (stored v{row['stored_version']})"
+                        if row["stored_version"] not in (None, row["version"])
+                        else ""
+                    ),
+                    state,
                     str(row["position"]),
                     str(row["events_behind"]),
                     f"{secs:.2f}" if isinstance(secs, float) else "-",
