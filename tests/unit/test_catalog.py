@@ -105,3 +105,9 @@ def test_admin_schemas_and_dashboard_config_cover_every_topic() -> None:
     assert config["topics"] == [t["name"] for t in config["topic_catalog"]] == list(TOPICS)
     assert "runtime.run_summaries" in config["live_topics"]
     assert set(config["projections"]) == set(DECLARED)
+
+
+def test_daily_spend_counts_allowed_decisions_by_day_under_the_runs_org() -> None:
+    result = fold_batch([BY_NAME["run_daily_spend"]], sample_journal(), {}, {})
+    (doc,) = [orjson.loads(ch.payload or "null") for ch in result.changes]
+    assert doc["org_id"] == "acme" and doc["days"] == {"2026-12-03": 5} and doc["total_sats"] == 5

@@ -249,6 +249,40 @@ def _fold_worker_event(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> D
     }
 
 
+# -- daily spend per run (summed per org and day by its readers) ----------------------------
+
+
+def _spend_ids(ev: Event) -> list[str]:
+    return [ev.stream_id] if ev.kind == "run" and ev.event_type in ("run.started", "policy.decision") else []
+
+
+def _fold_daily_spend(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    """Allowed decisions' requested sats, by the UTC day the decision was recorded."""
+    d: Doc = (
+        dict(doc)
+        if doc
+        else {
+            "run_id": ev.stream_id,
+            "owner": owner_of(ev.principal),
+            "org_id": None,
+            "days": {},
+            "total_sats": 0,
+            "decisions": 0,
+        }
+    )
+    if ev.event_type == "run.started":
+        d["org_id"] = d["org_id"] or _org(payload)
+        return d
+    budget = payload.get("budget")
+    sats = budget.get("requested_sats") if isinstance(budget, dict) else None
+    if payload.get("decision") == "allow" and isinstance(sats, int) and sats > 0:
+        day = ev.recorded_at[:10]
+        d["days"] = {**d["days"], day: d["days"].get(day, 0) + sats}
+        d["total_sats"] += sats
+        d["decisions"] += 1
+    return d
+
+
 # -- notifications --------------------------------------------------------------------------
 
 _NOTIFY = {
@@ -314,6 +348,7 @@ FOLDS: dict[str, tuple[Ids, Fold]] = {
     "codex_worker_events": (_worker_event_ids, _fold_worker_event),
     "notifications": (_notification_ids, _fold_notification),
     "run_timelines": (_run_ids, _fold_timeline),
+    "run_daily_spend": (_spend_ids, _fold_daily_spend),
 }
 
 
