@@ -47,13 +47,6 @@ async def documents(
     }
 
 
-async def checkpoint_positions(conn: asyncpg.Connection, generation: int) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT projection, position FROM khala.checkpoints WHERE generation = $1", generation
-    )
-    return {r["projection"]: r["position"] for r in rows}
-
-
 async def switch_generation(conn: asyncpg.Connection, new: int, old: int) -> None:
     """Make `new` live and drop `old` (and every per-projection build that targeted it)."""
     await conn.execute("UPDATE khala.state SET live_generation = $1 WHERE id = 1", new)
