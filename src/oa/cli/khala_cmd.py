@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from oa.deployment import LocalDeployment, port_open
+from oa.khala.store import reader
 from oa.khala.sync.app import create_sync_app
 from oa.khala.sync.config import verifier_from_env
 from oa.khala.sync.tokens import verify_with
@@ -94,24 +95,38 @@ def status() -> None:
         conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
         try:
             table = Table(
-                "projection", "position", "events behind", "seconds behind", "error", title="projector"
+                "projection",
+                "version",
+                "state",
+                "position",
+                "events behind",
+                "seconds behind",
+                "error",
+                title="projector",
             )
             for name, row in (await lag(conn)).items():
                 secs = row["seconds_behind"]
+                state = str(row["state"])
+                if state == "catching_up":  # catching up N/M: the build's position / journal head
+                    state = f"catching up {row['build_position']}/{row['journal_head']}"
                 table.add_row(
                     name,
+                    f"v{row['version']}"
+                    + (
+                        f" (stored v{row['stored_version']})"
+                        if row["stored_version"] not in (None, row["version"])
+                        else ""
+                    ),
+                    state,
                     str(row["position"]),
                     str(row["events_behind"]),
                     f"{secs:.2f}" if isinstance(secs, float) else "-",
                     str(row["error"] or ""),
                 )
             console.print(table)
-            heads = await conn.fetch(
-                "SELECT topic, watermark, retention_floor FROM khala.topic_heads ORDER BY topic"
-            )
             t2 = Table("topic", "head watermark", "retention floor", title="topics")
-            for r in heads:
-                t2.add_row(r["topic"], str(r["watermark"]), str(r["retention_floor"]))
+            for topic, (head, floor) in sorted((await reader.heads(conn)).items()):
+                t2.add_row(topic, str(head), str(floor))
             console.print(t2)
         finally:
             await conn.close()

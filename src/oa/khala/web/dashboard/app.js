@@ -3,12 +3,11 @@
 // animation frame) when a document it shows changes.
 
 import { KhalaClient } from "/client/khala.js";
-import { PAGES, route } from "./pages.js";
+import { PAGES, configure, route } from "./pages.js";
 
 const $ = (sel) => document.querySelector(sel);
 const main = $("#main");
 const SESSION_KEY = "oa.dashboard.session";
-const LIVE_TOPICS = ["runtime.run_summaries", "runtime.codex_worker_summaries", "runtime.notifications"];
 
 // Commit -> pixels latencies measured in this page (bench/browser.py reads them).
 const metrics = { commitToDom: [], commitToPixels: [], seen: new Set(), max: 20000 };
@@ -214,7 +213,7 @@ function start() {
   const client = new KhalaClient({
     baseUrl: location.origin,
     tokenProvider: syncToken,
-    topics: LIVE_TOPICS,
+    topics: cfg.live_topics,
     refreshBeforeS: Number(params.get("refresh_before_s") || cfg.refresh_before_s),
     onState: setConn,
     onChange: (key) => scheduleRender(key),
@@ -230,7 +229,7 @@ function start() {
 }
 
 async function boot() {
-  await loadConfig();
+  configure(await loadConfig());
   $("#sign-out").addEventListener("click", () => signOut());
   window.addEventListener("hashchange", () => (window.oa.client ? navigate() : null));
   if (!window.oa.config.control_url) {

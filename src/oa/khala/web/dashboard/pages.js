@@ -5,9 +5,15 @@
 
 import { lineChart } from "./chart.js";
 
-const RUN = "runtime/run_summary:";
-const TIMELINE = "runtime/run_timeline:";
-const WORKER = "runtime/codex_worker_summary:";
+// Document prefixes come from the served config (derived from the proto catalog).
+let RUN, TIMELINE, WORKER, SPEND;
+export function configure(config) {
+  const prefix = (name) => config.projections[name].doc_prefix;
+  RUN = prefix("run_summaries");
+  TIMELINE = prefix("run_timelines");
+  WORKER = prefix("codex_worker_summaries");
+  SPEND = prefix("run_daily_spend");
+}
 const STALE_HEARTBEAT_S = 120;
 
 // -- tiny DOM helpers ----------------------------------------------------------------------
@@ -66,6 +72,7 @@ export function route(hash) {
   if (a === "topics") return { page: "topics", section: "topics" };
   if (a === "doc") return { page: "doc", section: "topics", topic: rest[0], key: rest.slice(1).join("/") };
   if (a === "health") return { page: "health", section: "health" };
+  if (a === "spend") return { page: "spend", section: "spend" };
   if (a === "operators") return { page: "operators", section: "operators" };
   return { page: "runs", section: "runs" };
 }
@@ -392,6 +399,34 @@ function operatorsPage(main) {
   return {};
 }
 
+// -- spend per org and day (the run_daily_spend projection, summed here) --------------------
+
+function spendPage(main, ctx) {
+  const body = h("tbody", { id: "spend-body" });
+  main.append(h("h1", {}, "Spend per org and day"),
+    table([["Org"], ["Day"], ["Sats", "num"], ["Runs", "num"]], [body]));
+  const draw = () => {
+    const totals = new Map(); // "org\u0000day" -> {org, day, sats, runs}
+    for (const d of ctx.client.list("runtime.run_summaries", SPEND)) {
+      const s = d.payload;
+      const org = s.org_id || `${s.owner} (no org)`;
+      for (const [day, sats] of Object.entries(s.days || {})) {
+        const k = `${org}\u0000${day}`;
+        const t = totals.get(k) || { org, day, sats: 0, runs: 0 };
+        t.sats += sats;
+        t.runs += 1;
+        totals.set(k, t);
+      }
+    }
+    const rows = [...totals.values()].sort((a, b) => b.day.localeCompare(a.day) || a.org.localeCompare(b.org));
+    body.replaceChildren(...(rows.length ? rows.map((t) => h("tr", { "data-org": t.org, "data-day": t.day },
+      h("td", {}, t.org), h("td", {}, t.day), h("td", { class: "num" }, t.sats), h("td", { class: "num" }, t.runs)))
+      : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "no spend yet"))]));
+  };
+  draw();
+  return { update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(SPEND))) draw(); } };
+}
+
 export const PAGES = {
   runs: { title: () => "Runs", mount: runsPage },
   run: { title: (r) => `Run ${r.id}`, mount: runPage },
@@ -401,4 +436,5 @@ export const PAGES = {
   doc: { title: (r) => r.key, mount: docPage },
   health: { title: () => "Health", mount: healthPage },
   operators: { title: () => "Operators", mount: operatorsPage },
+  spend: { title: () => "Spend", mount: spendPage },
 };
