@@ -7,35 +7,26 @@ still cannot touch production without change control.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any, Literal
 
 import asyncpg
-import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 import oa
+from oa.exceptions import Forbidden, InvalidRequest, NotFound
+from oa.http import json_response
+from oa.http.strict import StrictJSONRoute
 from oa.khala.admin import schemas, store
+from oa.khala.admin.key import admin_key_required
 from oa.khala.topics import TOPICS
 
 DEPLOYMENT_CLASSES = ("dev", "prod")
 WRITE_KINDS = ("rebuild", "prune")
 
 
-class AdminRefused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def error_response(exc: AdminRefused) -> Response:
-    return _json({"error": {"code": exc.code, "message": exc.message, "details": {}}}, exc.status)
+_json = json_response
 
 
 class GrantIn(BaseModel):
@@ -74,23 +65,12 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         raise ValueError(
             f"KHALA_DEPLOYMENT_CLASS must be one of {DEPLOYMENT_CLASSES}, not {deployment_class!r}"
         )
-    key = admin_key.encode() if admin_key else None
-
-    async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        if key is None:
-            raise AdminRefused(
-                401,
-                "unauthorized",
-                "this deployment has no admin key: start it with KHALA_SELF_HOSTED_ADMIN_KEY",
-            )
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise AdminRefused(
-                401, "unauthorized", "send Authorization: Bearer <KHALA_SELF_HOSTED_ADMIN_KEY>"
-            )
-        if not hmac.compare_digest(authorization[7:].strip().encode(), key):
-            raise AdminRefused(401, "unauthorized", "wrong admin key for this deployment")
-
-    router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(authorized)])
+    router = APIRouter(
+        prefix="/admin/v1",
+        tags=["admin"],
+        dependencies=[Depends(admin_key_required(admin_key))],
+        route_class=StrictJSONRoute,
+    )
 
     @router.get("/deployment", summary="Class (dev/prod, from this server's configuration), versions, lag")
     async def deployment(db: Db) -> Response:
@@ -123,7 +103,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> Response:
         if topic not in TOPICS:
-            raise AdminRefused(404, "not_found", f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
+            raise NotFound(f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
         docs = await store.documents(db, topic, prefix, cursor, limit)
         nxt = docs[-1]["doc_key"] if len(docs) == limit else None
         return _json({"topic": topic, "documents": docs, "next_cursor": nxt})
@@ -136,7 +116,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
     ) -> Response:
         doc, journal = await store.document(db, doc_key, history)
         if doc is None and not journal:
-            raise AdminRefused(404, "not_found", f"no document {doc_key!r} (live or in the journal)")
+            raise NotFound(f"no document {doc_key!r} (live or in the journal)")
         return _json({"document": doc, "history": journal})
 
     @router.get("/errors", summary="Recent projector errors and stopped projections")
@@ -192,17 +172,13 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         args: dict[str, Any] = {}
         if body.kind == "prune":
             if body.topic not in TOPICS:
-                raise AdminRefused(
-                    400, "invalid_request", f"prune needs a topic, one of: {', '.join(TOPICS)}"
-                )
+                raise InvalidRequest(f"prune needs a topic, one of: {', '.join(TOPICS)}")
             args = {"topic": body.topic, "retention_s": body.retention_s}
         if body.kind in WRITE_KINDS and deployment_class == "prod":
             row = await store.grant(db, body.grant_id) if body.grant_id is not None else None
             g = store.grant_json(row, await store.now(db)) if row is not None else None
             if g is None or not g["live"] or g["scope"] != "write":
-                raise AdminRefused(
-                    403,
-                    "forbidden",
+                raise Forbidden(
                     f"{body.kind} on a production deployment needs a live grant with write scope"
                     " (oa mcp gate --scope write)",
                 )
@@ -213,7 +189,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
     async def get_request(db: Db, request_id: int) -> Response:
         found = await store.request(db, request_id)
         if found is None:
-            raise AdminRefused(404, "not_found", f"no request {request_id}")
+            raise NotFound(f"no request {request_id}")
         return _json(found)
 
     return router

@@ -7,52 +7,49 @@ write a read model: the single-writer rule holds in the database, not just in th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
-import orjson
-from fastapi import FastAPI, Header, Path, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-import oa
-from oa.khala.admin.api import AdminRefused, admin_router
-from oa.khala.admin.api import error_response as admin_error
+from oa.exceptions import ForbiddenTopic, NotFound
+from oa.http import create_app, json_response
+from oa.khala.admin.api import admin_router
+from oa.khala.admin.key import admin_key_required
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
-from oa.khala.sync.principal import TokenRefused, Verify
+from oa.khala.sync.principal import Verify
 from oa.khala.sync.session import Session, SessionLimits
-from oa.khala.sync.tokens import close_revoked_sessions
+from oa.khala.sync.tokens import close_revoked_sessions, for_sockets, http_principal
 from oa.khala.sync.web import install_web
 from oa.khala.topics import TOPICS
 
 
-def _error(status: int, code: str, message: str, **details: Any) -> Response:
-    body = {"error": {"code": code, "message": message, "details": details}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def create_sync_app(
     reader_url: str,
-    verify: Verify,
+    verify_token: Verify,
     limits: SessionLimits | None = None,
     revocations: RevocationList | None = None,
     admin_key: str | None = None,
     deployment_class: str = "dev",
 ) -> FastAPI:
-    """`revocations`, when given, is polled while the app runs and closes revoked sockets.
+    """`verify_token` checks a token for any of Khala's resources (`principal` says what
+    each means): the HTTP reads take both, the socket only `khala-sync` tokens.
 
-    `admin_key` opens the admin API (`/admin/v1`); `deployment_class` (dev or prod) is what
-    it reports, and what decides whether agents need a production-access grant.
+    `revocations`, when given, is polled while the app runs and closes revoked sockets.
+    `admin_key` opens the admin API (`/admin/v1`) and the operator endpoints (status, lag,
+    metrics); without it they refuse everyone. `deployment_class` (dev or prod) is what
+    the admin API reports, and what decides whether agents need a production-access grant.
     """
     limits = limits or SessionLimits()
+    verify = for_sockets(verify_token)  # what the socket endpoint below uses
+    operator = [Depends(admin_key_required(admin_key))]
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> None:
         pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
         hub = Hub(reader_url, pool)
         await hub.start()
@@ -60,22 +57,15 @@ def create_sync_app(
         if revocations is not None:
             close_revoked_sessions(revocations, hub)
             await revocations.start()
-        try:
-            yield
-        finally:
-            if revocations is not None:
-                await revocations.stop()
-            await hub.stop()
-            await pool.close()
 
-    app = FastAPI(
-        title="Khala sync", version=oa.__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
-    )
+    async def stop(app: FastAPI) -> None:
+        if revocations is not None:
+            await revocations.stop()
+        await app.state.hub.stop()
+        await app.state.hub.pool.close()
+
+    app = create_app("Khala sync", "Read models over WebSockets and HTTP hydration.", start, stop)
     app.include_router(admin_router(admin_key, deployment_class))
-
-    @app.exception_handler(AdminRefused)
-    async def admin_refused(_: Request, exc: AdminRefused) -> Response:
-        return admin_error(exc)
 
     @app.websocket("/sync/v1/ws")
     async def ws_endpoint(ws: WebSocket) -> None:
@@ -108,19 +98,13 @@ def create_sync_app(
     async def snapshot(
         request: Request,
         topic: Annotated[str, Path(max_length=100)],
-        authorization: Annotated[str | None, Header()] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 5000,
     ) -> Response:
         if topic not in TOPICS:
-            return _error(404, "not_found", f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return _error(401, "unauthorized", "send Authorization: Bearer <sync token from control>")
-        try:
-            p = await verify(authorization[7:].strip(), request.headers.get("origin"))
-        except TokenRefused as exc:
-            return _error(401, exc.code, exc.message)
+            raise NotFound(f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
+        p = await http_principal(verify_token, request)
         if topic not in p.scopes:
-            return _error(403, "forbidden_topic", f"your token does not grant {topic}", topic=topic)
+            raise ForbiddenTopic(f"your token does not grant {topic}", {"topic": topic})
         hub: Hub = app.state.hub
         async with hub.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             head, rows = await reader.snapshot(conn, topic, p.user_id, p.org_id, limit)
@@ -130,9 +114,13 @@ def create_sync_app(
             "documents": [r.wire() for r in rows],
             "truncated": len(rows) == limit,
         }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response(body)
 
-    @app.get("/sync/v1/status", summary="Topic heads and live subscriptions per topic")
+    @app.get(
+        "/sync/v1/status",
+        dependencies=operator,
+        summary="Topic heads and live subscriptions per topic (operators: the admin key)",
+    )
     async def status() -> Response:
         hub: Hub = app.state.hub
         body = {
@@ -140,16 +128,18 @@ def create_sync_app(
             "sessions": len(hub.sessions),
             "batches_dispatched": hub.batches_dispatched,
         }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response(body)
 
     @app.get("/healthz")
     async def healthz() -> Response:
         await app.state.hub.pool.fetchval("SELECT 1")
-        return Response(orjson.dumps({"ok": True}), media_type="application/json")
+        return json_response({"ok": True})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", dependencies=operator, include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    install_web(app, verify)  # the dashboard, /client/khala.js, /sync/v1/lag, document history
+    install_web(
+        app, verify_token, operator
+    )  # the dashboard, /client/khala.js, /sync/v1/lag, document history
     return app

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from oa.exceptions import TokenRejected
+from starlette.requests import Request
+
+from oa.exceptions import TokenExpired, TokenRejected, Unauthorized
 from oa.khala.auth.revocations import Revocation, RevocationList
 from oa.khala.auth.verifier import SyncTokenVerifier
 from oa.khala.sync.hub import Hub
-from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
+from oa.khala.sync.principal import SOCKET_AUDIENCES, SyncPrincipal, TokenRefused, Verify
 
 
 def verify_with(verifier: SyncTokenVerifier) -> Verify:
@@ -16,9 +18,41 @@ def verify_with(verifier: SyncTokenVerifier) -> Verify:
         except TokenRejected as exc:
             code = "token_expired" if exc.code == "token_expired" else "unauthorized"
             raise TokenRefused(code, exc.message, reason=exc.code) from None
-        return SyncPrincipal(c.user_id, c.org_id or None, c.scopes, float(c.expires_at), c.jti, c.sid)
+        return SyncPrincipal(
+            c.user_id, c.org_id or None, c.scopes, float(c.expires_at), c.jti, c.sid, c.audience
+        )
 
     return verify
+
+
+def for_sockets(verify: Verify) -> Verify:
+    """`verify`, refusing tokens minted for HTTP reads only (see `principal`'s resources)."""
+
+    async def verify_socket(token: str, origin: str | None) -> SyncPrincipal:
+        p = await verify(token, origin)
+        if p.audience not in SOCKET_AUDIENCES:
+            raise TokenRefused(
+                "unauthorized",
+                f"this token is for {p.audience!r} (HTTP reads only); a socket needs a token "
+                "minted for resource khala-sync",
+                reason="wrong_audience",
+            )
+        return p
+
+    return verify_socket
+
+
+async def http_principal(verify: Verify, request: Request) -> SyncPrincipal:
+    """The caller of an HTTP read, from `Authorization: Bearer <sync token>`."""
+    authorization = request.headers.get("authorization")
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("send Authorization: Bearer <sync token from control>")
+    try:
+        return await verify(authorization[7:].strip(), request.headers.get("origin"))
+    except TokenRefused as exc:
+        if exc.code == "token_expired":
+            raise TokenExpired(exc.message) from None
+        raise Unauthorized(exc.message, {"reason": exc.reason}) from None
 
 
 def close_revoked_sessions(revocations: RevocationList, hub: Hub) -> None:

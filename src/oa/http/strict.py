@@ -64,7 +64,7 @@ class StrictJSONRequest(Request):
         return self._json
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
@@ -112,7 +112,7 @@ class StrictJSONRoute(APIRoute):
                 except ClientDisconnect:
                     # The client left, or BodyLimit cut the body off (it answers 413 itself).
                     raise InvalidRequest("the request body ended early; send it whole") from None
-                if body and not _is_json(content_type):
+                if body and not is_json(content_type):
                     raise InvalidRequest(
                         f"send the body as JSON with the header Content-Type: application/json "
                         f"(got {content_type or 'no Content-Type'})",
