@@ -80,9 +80,11 @@ def _problem(e: dict[str, Any]) -> str:
         return f"must be a JSON object, got {_json_kind(e.get('input'))}"
     if kind == "string_pattern_mismatch" and "\\x00" in str((e.get("ctx") or {}).get("pattern")):
         return "must not contain NUL (\\u0000)"
+    # "Input should be ..." reads as "<field> should be ..." after the field's name.
+    msg = str(e.get("msg", "is invalid")).removeprefix("Input ")
     if kind and kind.endswith("_type"):
-        return f"{e.get('msg', 'has the wrong type')}, got {_json_kind(e.get('input'))}"
-    return str(e.get("msg", "invalid"))
+        return f"{msg}, got {_json_kind(e.get('input'))}"
+    return msg
 
 
 def _field(loc: tuple[Any, ...]) -> str:

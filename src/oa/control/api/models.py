@@ -48,7 +48,8 @@ class TokenRequest(Strict):
     scopes: Annotated[list[Annotated[StrictStr, Field(max_length=100)]], Field(max_length=20)] | None = None
     ttl_seconds: StrictInt | None = Field(default=None, description="60..900; default 300")
     resource: Annotated[StrictStr, Field(max_length=100)] | None = Field(
-        default=None, description="khala-sync (default) or khala-http; each has its own audience"
+        default=None,
+        description="khala-sync (default: socket and HTTP reads) or khala-http (HTTP reads only)",
     )
 
 
