@@ -15,7 +15,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from oa.exceptions import ForbiddenTopic, NotFound
 from oa.http import create_app, json_response
 from oa.khala.admin.api import admin_router
 from oa.khala.admin.key import admin_key_required
@@ -24,7 +23,7 @@ from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import Verify
 from oa.khala.sync.session import Session, SessionLimits
-from oa.khala.sync.tokens import close_revoked_sessions, for_sockets, http_principal
+from oa.khala.sync.tokens import close_revoked_sessions, for_sockets, topic_reader
 from oa.khala.sync.web import install_web
 from oa.khala.topics import TOPICS
 
@@ -64,7 +63,13 @@ def create_sync_app(
         await app.state.hub.stop()
         await app.state.hub.pool.close()
 
-    app = create_app("Khala sync", "Read models over WebSockets and HTTP hydration.", start, stop)
+    app = create_app(
+        "Khala sync",
+        "Read models over WebSockets and HTTP hydration.",
+        start,
+        stop,
+        www_authenticate="Bearer",
+    )
     app.include_router(admin_router(admin_key, deployment_class))
 
     @app.websocket("/sync/v1/ws")
@@ -100,11 +105,7 @@ def create_sync_app(
         topic: Annotated[str, Path(max_length=100)],
         limit: Annotated[int, Query(ge=1, le=10000)] = 5000,
     ) -> Response:
-        if topic not in TOPICS:
-            raise NotFound(f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
-        p = await http_principal(verify_token, request)
-        if topic not in p.scopes:
-            raise ForbiddenTopic(f"your token does not grant {topic}", {"topic": topic})
+        p = await topic_reader(verify_token, request, topic)
         hub: Hub = app.state.hub
         async with hub.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             head, rows = await reader.snapshot(conn, topic, p.user_id, p.org_id, limit)

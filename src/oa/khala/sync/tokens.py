@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from oa.exceptions import TokenExpired, TokenRejected, Unauthorized
+from oa.exceptions import ForbiddenTopic, NotFound, TokenExpired, TokenRejected, Unauthorized
 from oa.khala.auth.revocations import Revocation, RevocationList
 from oa.khala.auth.verifier import SyncTokenVerifier
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import SOCKET_AUDIENCES, SyncPrincipal, TokenRefused, Verify
+from oa.khala.topics import TOPICS
 
 
 def verify_with(verifier: SyncTokenVerifier) -> Verify:
@@ -42,8 +43,18 @@ def for_sockets(verify: Verify) -> Verify:
     return verify_socket
 
 
-async def http_principal(verify: Verify, request: Request) -> SyncPrincipal:
-    """The caller of an HTTP read, from `Authorization: Bearer <sync token>`."""
+async def topic_reader(verify: Verify, request: Request, topic: str) -> SyncPrincipal:
+    """The caller of an HTTP read of `topic`: a known topic, a valid `Authorization: Bearer
+    <sync token>` (either resource), and the topic among the token's scopes."""
+    if topic not in TOPICS:
+        raise NotFound(f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
+    who = await _bearer(verify, request)
+    if topic not in who.scopes:
+        raise ForbiddenTopic(f"your token does not grant {topic}", {"topic": topic})
+    return who
+
+
+async def _bearer(verify: Verify, request: Request) -> SyncPrincipal:
     authorization = request.headers.get("authorization")
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("send Authorization: Bearer <sync token from control>")

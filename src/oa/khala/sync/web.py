@@ -22,12 +22,11 @@ from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from oa.exceptions import ForbiddenTopic, NotFound
 from oa.http import json_response
 from oa.khala.store.reader import ROW_COLUMNS, JournalRow
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import Verify
-from oa.khala.sync.tokens import http_principal
+from oa.khala.sync.tokens import topic_reader
 from oa.khala.topics import TOPICS
 
 WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
@@ -131,11 +130,7 @@ def install_web(app: FastAPI, verify: Verify, operator: Sequence[Any]) -> None:
         doc_key: Annotated[str, Path(max_length=300)],
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Response:
-        if topic not in TOPICS:
-            raise NotFound(f"unknown topic {topic!r}")
-        who = await http_principal(verify, request)
-        if topic not in who.scopes:
-            raise ForbiddenTopic(f"your token does not grant {topic}", {"topic": topic})
+        who = await topic_reader(verify, request, topic)
         hub: Hub = app.state.hub
         records = await hub.pool.fetch(
             f"SELECT {ROW_COLUMNS}, committed_at FROM khala.stream_journal"
