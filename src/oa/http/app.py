@@ -8,7 +8,7 @@ lifespan from `start(app)`/`stop(app)`, and an OpenAPI document without FastAPI'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,10 +34,14 @@ def create_app(
     start: Callable[[FastAPI], Any] | None = None,
     stop: Callable[[FastAPI], Any] | None = None,
     *,
+    health: Callable[[FastAPI], Awaitable[dict[str, Any]]] | None = None,
     www_authenticate: str | None = None,
 ) -> FastAPI:
     """`start`/`stop` open and close what the routes need (set on `app.state`); either may
-    be None. The service's name for the 500 message is `title` without "OpenAgents "."""
+    be None. The service's name for the 500 message is `title` without "OpenAgents ".
+
+    `/healthz` answers `{"ok": true, "version"}` plus what `health(app)` returns; `health`
+    is where a service proves its database answers (an exception there is a 500)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +64,11 @@ def create_app(
     # Every route, /healthz too: unknown or repeated query parameters are refused.
     app.router.route_class = StrictJSONRoute
     errors.install(app, title.removeprefix("OpenAgents "), www_authenticate)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
+    async def healthz() -> Response:
+        extra = await health(app) if health is not None else {}
+        return json_response({"ok": True, "version": oa.__version__, **extra})
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -8,13 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.responses import Response
 
-import oa
 from oa.control.api import auth_routes, sync_routes, wellknown
 from oa.control.settings import ControlSettings
 from oa.http import create_app as create_http_app
-from oa.http import json_response
 
 
 def create_app(
@@ -25,6 +22,7 @@ def create_app(
         "Users, sessions and the sync-token authority.",
         start,
         stop,
+        health=_health,
         www_authenticate="Bearer",
     )
     app.state.settings = settings
@@ -44,9 +42,9 @@ def create_app(
     app.include_router(sync_routes.router)
     app.include_router(wellknown.router)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
-    async def healthz() -> Response:
-        await app.state.db.fetchval("SELECT 1")
-        return json_response({"ok": True, "version": oa.__version__, "signing": app.state.keyring.mode})
-
     return app
+
+
+async def _health(app: FastAPI) -> dict[str, Any]:
+    await app.state.db.fetchval("SELECT 1")
+    return {"signing": app.state.keyring.mode}

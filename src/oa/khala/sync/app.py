@@ -7,7 +7,7 @@ write a read model: the single-writer rule holds in the database, not just in th
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket
@@ -57,6 +57,10 @@ def create_sync_app(
             close_revoked_sessions(revocations, hub)
             await revocations.start()
 
+    async def health(app: FastAPI) -> dict[str, Any]:
+        await app.state.hub.pool.fetchval("SELECT 1")
+        return {}
+
     async def stop(app: FastAPI) -> None:
         if revocations is not None:
             await revocations.stop()
@@ -68,6 +72,7 @@ def create_sync_app(
         "Read models over WebSockets and HTTP hydration.",
         start,
         stop,
+        health=health,
         www_authenticate="Bearer",
     )
     app.include_router(admin_router(admin_key, deployment_class))
@@ -130,11 +135,6 @@ def create_sync_app(
             "batches_dispatched": hub.batches_dispatched,
         }
         return json_response(body)
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        await app.state.hub.pool.fetchval("SELECT 1")
-        return json_response({"ok": True})
 
     @app.get("/metrics", dependencies=operator, include_in_schema=False)
     async def metrics() -> Response:

@@ -9,9 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-import oa
 from oa.http import create_app as create_http_app
-from oa.http import json_response
 from oa.http.limits import BodyLimit
 from oa.runtime.api import policy, replay, runs, spend, workers
 from oa.runtime.api.fastpath import AppendFastPath
@@ -24,18 +22,15 @@ def create_app(
     stop: Callable[[FastAPI], Any],
 ) -> FastAPI:
     """`start(app)`/`stop(app)` open and close what the routes need (set on `app.state`)."""
-    app = create_http_app("OpenAgents runtime", "The authority for runs and their events.", start, stop)
+    app = create_http_app(
+        "OpenAgents runtime", "The authority for runs and their events.", start, stop, health=_database
+    )
     app.state.runtime_settings = settings
     app.include_router(runs.router)
     app.include_router(workers.router)
     app.include_router(policy.router)
     app.include_router(spend.router)
     app.include_router(replay.router)
-
-    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
-    async def healthz() -> Response:
-        await app.state.db.fetchval("SELECT 1")
-        return json_response({"ok": True, "version": oa.__version__})
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
@@ -45,3 +40,8 @@ def create_app(
     app.add_middleware(AppendFastPath, secret=settings.caller_secret)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+async def _database(app: FastAPI) -> dict[str, Any]:
+    await app.state.db.fetchval("SELECT 1")
+    return {}
