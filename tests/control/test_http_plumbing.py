@@ -67,3 +67,16 @@ async def test_every_service_answers_unknown_paths_and_methods_with_the_envelope
             assert missing.status_code == 404 and envelope(missing)["code"] == "not_found", name
             health = await http.get("/healthz?verbose=1")
             assert health.status_code == 400 and envelope(health)["code"] == "invalid_request", name
+
+
+async def test_every_openapi_document_promises_the_envelope_not_422(
+    services: dict[str, tuple[str, str, dict[str, str]]],
+) -> None:
+    for name, (base, _, _) in services.items():
+        async with httpx.AsyncClient(base_url=base) as http:
+            r = await http.get("/openapi.json")
+        assert r.status_code == 200, name
+        doc = r.json()
+        assert '`{"error": {"code", "message", "details"}}`' in doc["info"]["description"], name
+        codes = {code for op in doc["paths"].values() for o in op.values() for code in o.get("responses", {})}
+        assert "422" not in codes, f"{name} documents FastAPI's 422"
