@@ -23,7 +23,7 @@ from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import Verify
 from oa.khala.sync.session import Session, SessionLimits
-from oa.khala.sync.tokens import close_revoked_sessions, for_sockets, topic_reader
+from oa.khala.sync.tokens import READER, close_revoked_sessions, for_sockets, topic_reader
 from oa.khala.sync.web import install_web
 from oa.khala.topics import TOPICS
 
@@ -103,7 +103,9 @@ def create_sync_app(
                     await ws.close(4000 if session._closing else 1000)
 
     @app.get(
-        "/sync/v1/topics/{topic}/snapshot", summary="Hydrate a topic: a consistent snapshot at a watermark"
+        "/sync/v1/topics/{topic}/snapshot",
+        dependencies=READER,
+        summary="Hydrate a topic: a consistent snapshot at a watermark",
     )
     async def snapshot(
         request: Request,

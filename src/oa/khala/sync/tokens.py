@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fastapi import Security
+from fastapi.security import HTTPBearer
 from starlette.requests import Request
 
 from oa.exceptions import ForbiddenTopic, NotFound, TokenExpired, TokenRejected, Unauthorized
@@ -10,6 +12,12 @@ from oa.khala.auth.verifier import SyncTokenVerifier
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import SOCKET_AUDIENCES, SyncPrincipal, TokenRefused, Verify
 from oa.khala.topics import TOPICS
+
+# Documents the sync token in OpenAPI; `topic_reader` does the checking (auto_error off).
+SYNC_BEARER = HTTPBearer(
+    auto_error=False, scheme_name="syncToken", description="A sync token from control (either resource)."
+)
+READER = [Security(SYNC_BEARER)]
 
 
 def verify_with(verifier: SyncTokenVerifier) -> Verify:

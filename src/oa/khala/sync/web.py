@@ -26,7 +26,7 @@ from oa.http import json_response
 from oa.khala.store.reader import ROW_COLUMNS, JournalRow
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import Verify
-from oa.khala.sync.tokens import topic_reader
+from oa.khala.sync.tokens import READER, topic_reader
 from oa.khala.topics import TOPICS
 
 WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
@@ -122,6 +122,7 @@ def install_web(app: FastAPI, verify: Verify, operator: Sequence[Any]) -> None:
 
     @app.get(
         "/sync/v1/topics/{topic}/documents/{doc_key:path}/history",
+        dependencies=READER,
         summary="A document's changes still in the stream journal (newest first)",
     )
     async def history(
