@@ -109,3 +109,27 @@ async def test_snapshot_refusals_use_the_envelope(http: httpx.AsyncClient) -> No
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
     r = await http.get("/sync/v1/topics/nope/snapshot", headers=bearer(mint("alice")))
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", f"/sync/v1/topics/{RUNS}/documents/a%00b/history", None),
+        ("GET", f"/admin/v1/documents?topic={RUNS}&prefix=%00", None),
+        ("GET", f"/admin/v1/documents?topic={RUNS}&cursor=a%00", None),
+        ("GET", "/admin/v1/documents/a%00b", None),
+        ("GET", "/admin/v1/mcp-audit?cursor=99999999999999999999999", None),
+        ("GET", "/admin/v1/requests/99999999999999999999", None),
+        ("DELETE", "/admin/v1/grants/99999999999999999999", None),
+        ("POST", "/admin/v1/mcp-audit", {"tool": "a\u0000", "args_digest": "x", "outcome": "y"}),
+        ("POST", "/admin/v1/mcp-audit", {"tool": "t", "args_digest": "x", "outcome": "y", "grant_id": 2**70}),
+        ("POST", "/admin/v1/requests", {"kind": "prune", "topic": RUNS, "retention_s": 2**70}),
+    ],
+)
+async def test_values_postgres_cannot_hold_are_refused_not_a_500(
+    http: httpx.AsyncClient, method: str, path: str, body: object
+) -> None:
+    token = mint("alice") if path.startswith("/sync/") else ADMIN_KEY
+    r = await http.request(method, path, json=body, headers=bearer(token))
+    assert r.status_code == 400, f"{method} {path}: {r.status_code} {r.text}"
+    assert r.json()["error"]["code"] == "invalid_request"

@@ -26,30 +26,39 @@ DEPLOYMENT_CLASSES = ("dev", "prod")
 WRITE_KINDS = ("rebuild", "prune")
 
 
+MAX_RETENTION_S = 10 * 365 * 86400
 _json = json_response
+# Postgres cannot store NUL in text, nor integers past bigint: refused here with a 400 that
+# names the field, not in the database as a 500.
+_NO_NUL = Field(pattern=r"^[^\x00]*$")
+Id = Annotated[int, Field(ge=1, le=2**62)]
+
+
+Short = Annotated[str, Field(min_length=1, max_length=200), _NO_NUL]
+Long = Annotated[str, Field(min_length=1, max_length=2000), _NO_NUL]
 
 
 class GrantIn(BaseModel):
-    ticket: str = Field(min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
-    requester: str = Field(min_length=1, max_length=200)
+    ticket: Short
+    reason: Long
+    requester: Short
     scope: Literal["read", "write"] = "read"
     ttl_minutes: int = Field(ge=1, le=60)
 
 
 class AuditIn(BaseModel):
-    grant_id: int | None = None
-    ticket: str | None = Field(default=None, max_length=200)
-    tool: str = Field(min_length=1, max_length=100)
-    args_digest: str = Field(min_length=1, max_length=128)
-    outcome: str = Field(min_length=1, max_length=2000)
+    grant_id: Id | None = None
+    ticket: Annotated[str, Field(max_length=200), _NO_NUL] | None = None
+    tool: Annotated[Short, Field(max_length=100)]
+    args_digest: Annotated[Short, Field(max_length=128)]
+    outcome: Long
 
 
 class RequestIn(BaseModel):
     kind: Literal["rebuild", "prune", "audit"]
     topic: str | None = Field(default=None, max_length=100)
-    retention_s: int | None = Field(default=None, ge=0)
-    grant_id: int | None = None
+    retention_s: int | None = Field(default=None, ge=0, le=MAX_RETENTION_S)
+    grant_id: Id | None = None
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -147,7 +156,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         return _json({"revoked": await store.revoke(db, None)})
 
     @router.delete("/grants/{grant_id}", summary="Revoke one grant")
-    async def revoke_one(db: Db, grant_id: int) -> Response:
+    async def revoke_one(db: Db, grant_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
         return _json({"revoked": await store.revoke(db, grant_id)})
 
     @router.post("/mcp-audit", status_code=201, summary="Append to the MCP audit trail")
@@ -160,7 +169,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
     @router.get("/mcp-audit", summary="The MCP audit trail, newest first (cursor = an id)")
     async def audit_list(
         db: Db,
-        cursor: Annotated[int, Query(ge=1)] = 2**62,
+        cursor: Annotated[int, Query(ge=1, le=2**62)] = 2**62,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Response:
         entries = await store.audit_trail(db, cursor, limit)
@@ -186,7 +195,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         return _json(await store.request(db, rid), 202)
 
     @router.get("/requests/{request_id}", summary="A request's status and result")
-    async def get_request(db: Db, request_id: int) -> Response:
+    async def get_request(db: Db, request_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
         found = await store.request(db, request_id)
         if found is None:
             raise NotFound(f"no request {request_id}")
