@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import Signer
-from tests.control.conftest import SERVICE_TOKEN
+from tests.control.conftest import SERVICE_TOKEN, NewUser
 from tests.khala.sync_fixtures import mint, running_khala
 
 
@@ -80,3 +80,23 @@ async def test_every_openapi_document_promises_the_envelope_not_422(
         assert '`{"error": {"code", "message", "details"}}`' in doc["info"]["description"], name
         codes = {code for op in doc["paths"].values() for o in op.values() for code in o.get("responses", {})}
         assert "422" not in codes, f"{name} documents FastAPI's 422"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/auth/sign-in", {"email": "a\u0000bc@example.com", "password": "x"}),
+        ("POST", "/api/sync/sessions/revoke", {"jti": "\u0000"}),
+        ("POST", "/api/sync/sessions/revoke", {"session_id": "s\u0000"}),
+        ("GET", "/api/sync/revocations?since=99999999999999999999999", None),
+    ],
+)
+async def test_control_refuses_what_postgres_cannot_hold_not_a_500(
+    control: httpx.AsyncClient, new_user: NewUser, method: str, path: str, body: object
+) -> None:
+    headers = (
+        (await new_user())["headers"] if "revoke" in path else {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    )
+    r = await control.request(method, path, json=body, headers=headers)
+    assert r.status_code == 400, f"{method} {path}: {r.status_code} {r.text}"
+    assert envelope(r)["code"] == "invalid_request"

@@ -21,10 +21,15 @@ import orjson
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import Field
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from oa.exceptions import InvalidRequest
+
+# For string fields that reach Postgres text, which cannot hold NUL: the validation handler
+# words a mismatch as "must not contain NUL" (`oa.http.errors`).
+NoNul = Field(pattern=r"^[^\x00]*$")
 
 # An integer literal of 19+ digits may be outside [-2**63, 2**64 - 1] (what canonical JSON
 # can carry); shorter ones never are, so only those bodies pay for the second parse.

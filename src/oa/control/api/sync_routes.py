@@ -58,7 +58,9 @@ async def revoke(body: RevokeRequest, who: Session, tokens: TokensDep) -> Respon
 )
 async def revocations(
     tokens: TokensDep,
-    since: Annotated[int, Query(ge=0, description="The cursor of the previous page; 0 for all")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=2**62, description="The cursor of the previous page; 0 for all")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
     return json_response(await tokens.revocations(since, limit), headers=NO_STORE)

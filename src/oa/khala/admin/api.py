@@ -17,7 +17,7 @@ from starlette.responses import Response
 import oa
 from oa.exceptions import Forbidden, InvalidRequest, NotFound
 from oa.http import json_response
-from oa.http.strict import StrictJSONRoute
+from oa.http.strict import NoNul, StrictJSONRoute
 from oa.khala.admin import schemas, store
 from oa.khala.admin.key import admin_key_required
 from oa.khala.topics import TOPICS
@@ -30,12 +30,11 @@ MAX_RETENTION_S = 10 * 365 * 86400
 _json = json_response
 # Postgres cannot store NUL in text, nor integers past bigint: refused here with a 400 that
 # names the field, not in the database as a 500.
-_NO_NUL = Field(pattern=r"^[^\x00]*$")
 Id = Annotated[int, Field(ge=1, le=2**62)]
 
 
-Short = Annotated[str, Field(min_length=1, max_length=200), _NO_NUL]
-Long = Annotated[str, Field(min_length=1, max_length=2000), _NO_NUL]
+Short = Annotated[str, Field(min_length=1, max_length=200), NoNul]
+Long = Annotated[str, Field(min_length=1, max_length=2000), NoNul]
 
 
 class GrantIn(BaseModel):
@@ -48,7 +47,7 @@ class GrantIn(BaseModel):
 
 class AuditIn(BaseModel):
     grant_id: Id | None = None
-    ticket: Annotated[str, Field(max_length=200), _NO_NUL] | None = None
+    ticket: Annotated[str, Field(max_length=200), NoNul] | None = None
     tool: Annotated[Short, Field(max_length=100)]
     args_digest: Annotated[Short, Field(max_length=128)]
     outcome: Long
