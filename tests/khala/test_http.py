@@ -124,6 +124,13 @@ async def test_snapshot_refusals_use_the_envelope(http: httpx.AsyncClient) -> No
         ("POST", "/admin/v1/mcp-audit", {"tool": "a\u0000", "args_digest": "x", "outcome": "y"}),
         ("POST", "/admin/v1/mcp-audit", {"tool": "t", "args_digest": "x", "outcome": "y", "grant_id": 2**70}),
         ("POST", "/admin/v1/requests", {"kind": "prune", "topic": RUNS, "retention_s": 2**70}),
+        # No such grant: the foreign key refused it inside the database (found by schemathesis).
+        (
+            "POST",
+            "/admin/v1/mcp-audit",
+            {"tool": "t", "args_digest": "x", "outcome": "y", "grant_id": 987654},
+        ),
+        ("POST", "/admin/v1/requests", {"kind": "audit", "grant_id": 987654}),
     ],
 )
 async def test_values_postgres_cannot_hold_are_refused_not_a_500(

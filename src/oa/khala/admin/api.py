@@ -7,6 +7,8 @@ still cannot touch production without change control.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -58,6 +60,16 @@ class RequestIn(BaseModel):
     topic: str | None = Field(default=None, max_length=100)
     retention_s: int | None = Field(default=None, ge=0, le=MAX_RETENTION_S)
     grant_id: Id | None = None
+
+
+@contextmanager
+def _grant_must_exist(grant_id: int | None) -> Iterator[None]:
+    """The database's foreign key decides (no check-then-insert race); a miss is the
+    caller's mistake, so a 400 that names the grant, not a 500."""
+    try:
+        yield
+    except asyncpg.ForeignKeyViolationError:
+        raise InvalidRequest(f"there is no grant {grant_id}; see GET /admin/v1/grants") from None
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -160,9 +172,10 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
 
     @router.post("/mcp-audit", status_code=201, summary="Append to the MCP audit trail")
     async def audit_append(db: Db, body: AuditIn) -> Response:
-        aid = await store.insert_audit(
-            db, body.grant_id, body.ticket, body.tool, body.args_digest, body.outcome
-        )
+        with _grant_must_exist(body.grant_id):
+            aid = await store.insert_audit(
+                db, body.grant_id, body.ticket, body.tool, body.args_digest, body.outcome
+            )
         return _json({"id": aid}, 201)
 
     @router.get("/mcp-audit", summary="The MCP audit trail, newest first (cursor = an id)")
@@ -190,7 +203,8 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
                     f"{body.kind} on a production deployment needs a live grant with write scope"
                     " (oa mcp gate --scope write)",
                 )
-        rid = await store.insert_request(db, body.kind, args, body.grant_id)
+        with _grant_must_exist(body.grant_id):
+            rid = await store.insert_request(db, body.kind, args, body.grant_id)
         return _json(await store.request(db, rid), 202)
 
     @router.get("/requests/{request_id}", summary="A request's status and result")
