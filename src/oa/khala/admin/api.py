@@ -26,15 +26,11 @@ from oa.khala.topics import TOPICS
 
 DEPLOYMENT_CLASSES = ("dev", "prod")
 WRITE_KINDS = ("rebuild", "prune")
-
-
 MAX_RETENTION_S = 10 * 365 * 86400
-_json = json_response
+
 # Postgres cannot store NUL in text, nor integers past bigint: refused here with a 400 that
 # names the field, not in the database as a 500.
 Id = Annotated[int, Field(ge=1, le=2**62)]
-
-
 Short = Annotated[str, Field(min_length=1, max_length=200), NoNul]
 Long = Annotated[str, Field(min_length=1, max_length=2000), NoNul]
 
@@ -95,7 +91,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
     @router.get("/deployment", summary="Class (dev/prod, from this server's configuration), versions, lag")
     async def deployment(db: Db) -> Response:
         lag = await store.projector_lag(db)
-        return _json(
+        return json_response(
             {
                 "class": deployment_class,
                 "versions": {
@@ -112,7 +108,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
     @router.get("/topics", summary="Topics with retention, replay budget, heads and proto schemas")
     async def topics(db: Db) -> Response:
         heads = await store.topic_heads(db)
-        return _json({"topics": [t | heads[t["name"]] for t in schemas.catalog()]})
+        return json_response({"topics": [t | heads[t["name"]] for t in schemas.catalog()]})
 
     @router.get("/documents", summary="Live documents of a topic by key prefix (cursor paging)")
     async def documents(
@@ -126,7 +122,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
             raise NotFound(f"unknown topic {topic!r}; known: {', '.join(TOPICS)}")
         docs = await store.documents(db, topic, prefix, cursor, limit)
         nxt = docs[-1]["doc_key"] if len(docs) == limit else None
-        return _json({"topic": topic, "documents": docs, "next_cursor": nxt})
+        return json_response({"topic": topic, "documents": docs, "next_cursor": nxt})
 
     @router.get("/documents/{doc_key:path}", summary="One live document with its journal history")
     async def document(
@@ -137,14 +133,14 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         doc, journal = await store.document(db, doc_key, history)
         if doc is None and not journal:
             raise NotFound(f"no document {doc_key!r} (live or in the journal)")
-        return _json({"document": doc, "history": journal})
+        return json_response({"document": doc, "history": journal})
 
     @router.get("/errors", summary="Recent projector errors and stopped projections")
     async def errors(db: Db, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
         lag = await store.projector_lag(db)
         lag.pop("_journal")
         stopped = {name: row["error"] for name, row in lag.items() if row["error"]}
-        return _json({"errors": await store.errors(db, limit), "stopped_projections": stopped})
+        return json_response({"errors": await store.errors(db, limit), "stopped_projections": stopped})
 
     @router.post("/grants", status_code=201, summary="Record a production-access grant (from the gate)")
     async def create_grant(db: Db, body: GrantIn) -> Response:
@@ -153,22 +149,24 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         )
         row = await store.grant(db, gid)
         assert row is not None
-        return _json({"grant": store.grant_json(row, await store.now(db))}, 201)
+        return json_response({"grant": store.grant_json(row, await store.now(db))}, 201)
 
     @router.get("/grants", summary="Grants, newest first (live only with ?live=true)")
     async def list_grants(
         db: Db, live: bool = False, limit: Annotated[int, Query(ge=1, le=200)] = 50
     ) -> Response:
         now = await store.now(db)
-        return _json({"grants": [store.grant_json(r, now) for r in await store.grants(db, live, limit)]})
+        return json_response(
+            {"grants": [store.grant_json(r, now) for r in await store.grants(db, live, limit)]}
+        )
 
     @router.delete("/grants", summary="Revoke every live grant")
     async def revoke_all(db: Db) -> Response:
-        return _json({"revoked": await store.revoke(db, None)})
+        return json_response({"revoked": await store.revoke(db, None)})
 
     @router.delete("/grants/{grant_id}", summary="Revoke one grant")
     async def revoke_one(db: Db, grant_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
-        return _json({"revoked": await store.revoke(db, grant_id)})
+        return json_response({"revoked": await store.revoke(db, grant_id)})
 
     @router.post("/mcp-audit", status_code=201, summary="Append to the MCP audit trail")
     async def audit_append(db: Db, body: AuditIn) -> Response:
@@ -176,7 +174,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
             aid = await store.insert_audit(
                 db, body.grant_id, body.ticket, body.tool, body.args_digest, body.outcome
             )
-        return _json({"id": aid}, 201)
+        return json_response({"id": aid}, 201)
 
     @router.get("/mcp-audit", summary="The MCP audit trail, newest first (cursor = an id)")
     async def audit_list(
@@ -186,7 +184,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
     ) -> Response:
         entries = await store.audit_trail(db, cursor, limit)
         nxt = entries[-1]["id"] if len(entries) == limit else None
-        return _json({"entries": entries, "next_cursor": nxt})
+        return json_response({"entries": entries, "next_cursor": nxt})
 
     @router.post("/requests", status_code=202, summary="Ask the projector to rebuild, prune or audit")
     async def create_request(db: Db, body: RequestIn) -> Response:
@@ -205,13 +203,13 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
                 )
         with _grant_must_exist(body.grant_id):
             rid = await store.insert_request(db, body.kind, args, body.grant_id)
-        return _json(await store.request(db, rid), 202)
+        return json_response(await store.request(db, rid), 202)
 
     @router.get("/requests/{request_id}", summary="A request's status and result")
     async def get_request(db: Db, request_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
         found = await store.request(db, request_id)
         if found is None:
             raise NotFound(f"no request {request_id}")
-        return _json(found)
+        return json_response(found)
 
     return router
