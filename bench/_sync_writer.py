@@ -117,7 +117,7 @@ async def bulk(args: argparse.Namespace, session: aiohttp.ClientSession) -> dict
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     headers = {
-        HEADER: sign_caller(args.secret.encode(), f"user:{args.owner}", 900),
+        HEADER: sign_caller(args.secret.encode(), f"user:{args.owner}", 900, org=args.org or None),
         "Content-Type": "application/json",
     }
     connector = aiohttp.TCPConnector(limit=args.in_flight)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Protocol
 
 import httpx
 import pytest
@@ -45,15 +46,16 @@ async def runtime_url(database_url: str, runtime_settings: RuntimeSettings) -> A
         yield url
 
 
-Signer = Callable[[str], dict[str, str]]
+class Signer(Protocol):
+    def __call__(self, principal: str, org: str | None = None) -> dict[str, str]: ...
 
 
 @pytest.fixture(scope="session")
 def sign() -> Signer:
-    """`sign("user:alice")` -> headers carrying a valid caller signature."""
+    """`sign("user:alice")` -> headers carrying a valid caller signature (acting for `org`)."""
 
-    def headers(principal: str) -> dict[str, str]:
-        return {HEADER: sign_caller(SECRET, principal, 300)}
+    def headers(principal: str, org: str | None = None) -> dict[str, str]:
+        return {HEADER: sign_caller(SECRET, principal, 300, org=org)}
 
     return headers
 

@@ -11,6 +11,7 @@ from oa.runtime.domain.journal import Event
 from oa.runtime.projector.projections import PROJECTIONS, Projection
 from oa.runtime.projector.projector import project_batch
 from oa.runtime.projector.rebuild import audit, rebuild, reset
+from tests.conftest import Signer
 
 
 async def catch_up(conn: asyncpg.Connection, **kw: object) -> None:
@@ -35,10 +36,12 @@ async def hashes(conn: asyncpg.Connection) -> dict[str, str]:
 
 
 async def test_run_summary_and_notification(
-    client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection
+    client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection, sign: Signer
 ) -> None:
     url = f"/internal/v1/runs/{run_id}/events"
-    await client.post(url, json={"event_type": "run.started", "payload": {"model": "m1", "org_id": "acme"}})
+    started = {"event_type": "run.started", "payload": {"model": "m1", "org_id": "acme"}}
+    r = await client.post(url, json=started, headers=sign("user:alice", org="acme"))
+    assert r.status_code == 201, r.text
     await client.post(url, json={"event_type": "text.delta", "payload": {"text": "hello"}})
     await client.post(
         url, json={"event_type": "tool.call", "payload": {"tool_call_id": "t1", "tool": "grep"}}

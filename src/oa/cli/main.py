@@ -182,13 +182,39 @@ def token_runtime(
     user: Annotated[str | None, typer.Option(help="User id; the principal becomes user:ID.")] = None,
     principal: Annotated[str | None, typer.Option(help="A full principal, e.g. service:codex.")] = None,
     ttl: Annotated[int, typer.Option(min=1, max=900, help="Seconds the signature lives.")] = 300,
+    org: Annotated[
+        str | None,
+        typer.Option(help="Act for this org (id or name); checked against control's memberships."),
+    ] = None,
 ) -> None:
     """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment."""
     if (user is None) == (principal is None):
         raise typer.BadParameter("give exactly one of --user or --principal")
     who = principal or f"user:{user}"
     secret = _caller_secret()
-    print(sign_caller(secret, who, ttl))
+    print(sign_caller(secret, who, ttl, org=_org_for(who, org) if org is not None else None))
+
+
+def _org_for(principal: str, org: str) -> str:
+    """The org id `principal` may act for, as control's memberships say (else exit 1)."""
+    from oa.control.service.accounts import org_for
+    from oa.exceptions import OAError
+    from oa.store.database import Database
+
+    url = prepare_database(LocalDeployment.from_env())
+
+    async def check() -> str:
+        db = await Database.connect(url, min_size=1, max_size=1)
+        try:
+            return await org_for(db, principal, org)
+        finally:
+            await db.close()
+
+    try:
+        return uvloop.run(check())
+    except OAError as exc:
+        Console(stderr=True).print(f"[red]refused ({exc.code}):[/] {exc.message}")
+        raise typer.Exit(1) from None
 
 
 def _caller_secret() -> bytes:

@@ -81,6 +81,13 @@ async def memberships(conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Re
     )
 
 
+async def org_by_id_or_name(conn: asyncpg.Connection | asyncpg.Pool, org: str) -> str | None:
+    value: str | None = await conn.fetchval(
+        "SELECT org_id FROM control.orgs WHERE org_id = $1 OR name = $1 ORDER BY org_id = $1 DESC LIMIT 1", org
+    )
+    return value
+
+
 async def insert_session(
     conn: asyncpg.Connection, session_id: str, token_hash: bytes, user_id: str, org_id: str, ttl_s: int
 ) -> datetime:

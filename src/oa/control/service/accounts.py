@@ -18,7 +18,7 @@ from oa.control.domain import secrets as sec
 from oa.control.domain.passwords import MIN_PASSWORD_CHARS, Passwords
 from oa.control.domain.scopes import DEFAULT_MEMBER_SCOPES, validate_scopes
 from oa.control.settings import ControlSettings
-from oa.exceptions import Conflict, InvalidRequest, NotFound, RateLimited, Unauthorized
+from oa.exceptions import Conflict, Forbidden, InvalidRequest, NotFound, RateLimited, Unauthorized
 from oa.store.database import Database
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
@@ -39,6 +39,33 @@ def check_email(email: str) -> str:
     if not EMAIL_RE.match(email):
         raise InvalidRequest(f"{email!r} is not an email address")
     return email
+
+
+async def org_for(db: Database, principal: str, org: str) -> str:
+    """The id of `org` (an id or a name) that `principal` may act for, by control's records.
+
+    A `user:<id>` must be a member of it; other principals (services, workers) have no
+    memberships, so the org must merely exist. This is the check behind a caller signature
+    that carries an org (`oa token runtime --org`, `oa.runtime.signing`).
+    """
+    if not principal.startswith("user:"):
+        org_id = await sql.org_by_id_or_name(db.pool, org)
+        if org_id is None:
+            raise NotFound(f"no org {org!r}; create it with: oa control org add NAME", {"org": org})
+        return org_id
+    user_id = principal[5:]
+    async with db.pool.acquire() as conn:
+        orgs = await sql.memberships(conn, user_id)
+    for m in orgs:
+        if org in (m["org_id"], m["name"]):
+            return str(m["org_id"])
+    names = [f"{m['name']} ({m['org_id']})" for m in orgs]
+    raise Forbidden(
+        f"user {user_id!r} is not a member of org {org!r}"
+        + (f"; their orgs: {', '.join(names)}" if names else "; they belong to no org")
+        + ". Add the membership with: oa control user grant EMAIL --org ORG --scopes ...",
+        {"org": org, "user_id": user_id, "organizations": names},
+    )
 
 
 class Accounts:

@@ -73,7 +73,14 @@ def _pool(request: Request) -> asyncpg.Pool:
     return p
 
 
+def _gate_pool(request: Request) -> asyncpg.Pool:
+    """The `oa_khala_gate` pool: reads `khala_admin`, writes it only through its functions."""
+    p: asyncpg.Pool = request.app.state.gate_pool
+    return p
+
+
 Db = Annotated[asyncpg.Pool, Depends(_pool)]
+Gate = Annotated[asyncpg.Pool, Depends(_gate_pool)]
 
 
 def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
@@ -143,9 +150,9 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         return json_response({"errors": await store.errors(db, limit), "stopped_projections": stopped})
 
     @router.post("/grants", status_code=201, summary="Record a production-access grant (from the gate)")
-    async def create_grant(db: Db, body: GrantIn) -> Response:
+    async def create_grant(db: Gate, body: GrantIn) -> Response:
         gid = await store.insert_grant(
-            db, body.ticket, body.reason, body.requester, body.scope, body.ttl_minutes * 60
+            db, body.ticket, body.reason, body.requester, body.scope, body.ttl_minutes
         )
         row = await store.grant(db, gid)
         assert row is not None
@@ -153,7 +160,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
 
     @router.get("/grants", summary="Grants, newest first (live only with ?live=true)")
     async def list_grants(
-        db: Db, live: bool = False, limit: Annotated[int, Query(ge=1, le=200)] = 50
+        db: Gate, live: bool = False, limit: Annotated[int, Query(ge=1, le=200)] = 50
     ) -> Response:
         now = await store.now(db)
         return json_response(
@@ -161,15 +168,15 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         )
 
     @router.delete("/grants", summary="Revoke every live grant")
-    async def revoke_all(db: Db) -> Response:
+    async def revoke_all(db: Gate) -> Response:
         return json_response({"revoked": await store.revoke(db, None)})
 
     @router.delete("/grants/{grant_id}", summary="Revoke one grant")
-    async def revoke_one(db: Db, grant_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
+    async def revoke_one(db: Gate, grant_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
         return json_response({"revoked": await store.revoke(db, grant_id)})
 
     @router.post("/mcp-audit", status_code=201, summary="Append to the MCP audit trail")
-    async def audit_append(db: Db, body: AuditIn) -> Response:
+    async def audit_append(db: Gate, body: AuditIn) -> Response:
         with _grant_must_exist(body.grant_id):
             aid = await store.insert_audit(
                 db, body.grant_id, body.ticket, body.tool, body.args_digest, body.outcome
@@ -178,7 +185,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
 
     @router.get("/mcp-audit", summary="The MCP audit trail, newest first (cursor = an id)")
     async def audit_list(
-        db: Db,
+        db: Gate,
         cursor: Annotated[int, Query(ge=1, le=2**62)] = 2**62,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Response:
@@ -187,7 +194,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         return json_response({"entries": entries, "next_cursor": nxt})
 
     @router.post("/requests", status_code=202, summary="Ask the projector to rebuild, prune or audit")
-    async def create_request(db: Db, body: RequestIn) -> Response:
+    async def create_request(db: Gate, body: RequestIn) -> Response:
         args: dict[str, Any] = {}
         if body.kind == "prune":
             if body.topic not in TOPICS:
@@ -206,7 +213,7 @@ def admin_router(admin_key: str | None, deployment_class: str) -> APIRouter:
         return json_response(await store.request(db, rid), 202)
 
     @router.get("/requests/{request_id}", summary="A request's status and result")
-    async def get_request(db: Db, request_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
+    async def get_request(db: Gate, request_id: Annotated[int, Path(ge=1, le=2**62)]) -> Response:
         found = await store.request(db, request_id)
         if found is None:
             raise NotFound(f"no request {request_id}")

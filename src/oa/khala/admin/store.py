@@ -1,4 +1,9 @@
-"""The admin API's SQL: reads of `khala` and reads/writes of `khala_admin` (as the reader role)."""
+"""The admin API's SQL: reads of `khala` (reader role) and of `khala_admin` (gate role).
+
+The gate role writes `khala_admin` only through the owner's functions (migration 0006):
+the database, not this code, bounds a grant to 1-60 minutes from its own clock, makes
+revocation final, and keeps the audit trail append-only.
+"""
 
 from __future__ import annotations
 
@@ -138,15 +143,11 @@ async def errors(db: Pool, limit: int) -> list[dict[str, Any]]:
     ]
 
 
-async def insert_grant(db: Pool, ticket: str, reason: str, requester: str, scope: str, ttl_s: int) -> int:
+async def insert_grant(
+    db: Pool, ticket: str, reason: str, requester: str, scope: str, ttl_minutes: int
+) -> int:
     gid: int = await db.fetchval(
-        "INSERT INTO khala_admin.grants (ticket, reason, requester, scope, expires_at)"
-        " VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING id",
-        ticket,
-        reason,
-        requester,
-        scope,
-        float(ttl_s),
+        "SELECT khala_admin.open_grant($1, $2, $3, $4, $5)", ticket, reason, requester, scope, ttl_minutes
     )
     return gid
 
@@ -164,25 +165,16 @@ async def grants(db: Pool, live_only: bool, limit: int) -> list[asyncpg.Record]:
 
 
 async def revoke(db: Pool, gid: int | None) -> int:
-    status = await db.execute(
-        "UPDATE khala_admin.grants SET revoked_at = now()"
-        " WHERE revoked_at IS NULL AND expires_at > now() AND ($1::bigint IS NULL OR id = $1)",
-        gid,
-    )
-    return int(status.split()[-1])
+    """Revoke one live grant (or all, `gid` None); returns how many were live."""
+    count: int = await db.fetchval("SELECT khala_admin.revoke_grants($1)", gid)
+    return count
 
 
 async def insert_audit(
     db: Pool, grant_id: int | None, ticket: str | None, tool: str, digest: str, outcome: str
 ) -> int:
     aid: int = await db.fetchval(
-        "INSERT INTO khala_admin.mcp_audit (grant_id, ticket, tool, args_digest, outcome)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        grant_id,
-        ticket,
-        tool,
-        digest,
-        outcome,
+        "SELECT khala_admin.record_audit($1, $2, $3, $4, $5)", grant_id, ticket, tool, digest, outcome
     )
     return aid
 
@@ -198,13 +190,10 @@ async def audit_trail(db: Pool, before: int, limit: int) -> list[dict[str, Any]]
 
 
 async def insert_request(db: Pool, kind: str, args: dict[str, Any], grant_id: int | None) -> int:
+    """Queue work for the projector (the function also wakes it with a NOTIFY)."""
     rid: int = await db.fetchval(
-        "INSERT INTO khala_admin.requests (kind, args, grant_id) VALUES ($1, $2::jsonb, $3) RETURNING id",
-        kind,
-        orjson.dumps(args).decode(),
-        grant_id,
+        "SELECT khala_admin.request_work($1, $2::jsonb, $3)", kind, orjson.dumps(args).decode(), grant_id
     )
-    await db.execute("SELECT pg_notify('khala_admin_requests', $1)", str(rid))  # wake the projector now
     return rid
 
 

@@ -26,6 +26,8 @@ from oa.khala.sync.session import Session, SessionLimits
 from oa.khala.sync.tokens import READER, close_revoked_sessions, for_sockets, topic_reader
 from oa.khala.sync.web import install_web
 from oa.khala.topics import TOPICS
+from oa.store.database import with_user
+from oa.store.privileges import GATE
 
 
 def create_sync_app(
@@ -35,6 +37,7 @@ def create_sync_app(
     revocations: RevocationList | None = None,
     admin_key: str | None = None,
     deployment_class: str = "dev",
+    gate_url: str | None = None,
 ) -> FastAPI:
     """`verify_token` checks a token for any of Khala's resources (`principal` says what
     each means): the HTTP reads take both, the socket only `khala-sync` tokens.
@@ -43,13 +46,18 @@ def create_sync_app(
     `admin_key` opens the admin API (`/admin/v1`) and the operator endpoints (status, lag,
     metrics); without it they refuse everyone. `deployment_class` (dev or prod) is what
     the admin API reports, and what decides whether agents need a production-access grant.
+    The admin API's grants, audit trail and requests go through their own pool as
+    `oa_khala_gate` (`gate_url`; by default the reader's server and database as that role),
+    which may only call the owner's functions (see `oa/store/privileges.py`).
     """
     limits = limits or SessionLimits()
+    gate_url = gate_url or with_user(reader_url, GATE)
     verify = for_sockets(verify_token)  # what the socket endpoint below uses
     operator = [Depends(admin_key_required(admin_key))]
 
     async def start(app: FastAPI) -> None:
         pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
+        app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
         hub = Hub(reader_url, pool)
         await hub.start()
         app.state.hub = hub
@@ -66,6 +74,7 @@ def create_sync_app(
             await revocations.stop()
         await app.state.hub.stop()
         await app.state.hub.pool.close()
+        await app.state.gate_pool.close()
 
     app = create_app(
         "Khala sync",

@@ -64,14 +64,16 @@ async def lock_heads(conn: asyncpg.Connection, kind: str, ids: Sequence[str]) ->
     """Lock the heads of `ids` in a fixed order (no deadlocks between batches)."""
     t = STREAM_TABLES[kind]
     rows = await conn.fetch(
-        f"SELECT {t.id_column} AS id, owner, status, last_seq, last_hash FROM {t.table}"
+        f"SELECT {t.id_column} AS id, owner, status, last_seq, last_hash, org_id FROM {t.table}"
         f" WHERE {t.id_column} = ANY($1::text[]) ORDER BY {t.id_column} FOR UPDATE",
         sorted(set(ids)),
     )
-    return {
-        r["id"]: StreamHead(kind, r["id"], r["owner"], r["status"], r["last_seq"], r["last_hash"])
-        for r in rows
-    }
+    return {r["id"]: head_of(kind, r) for r in rows}
+
+
+def head_of(kind: str, r: asyncpg.Record) -> StreamHead:
+    """A head from a row with id, owner, status, last_seq, last_hash, org_id."""
+    return StreamHead(kind, r["id"], r["owner"], r["status"], r["last_seq"], r["last_hash"], org=r["org_id"])
 
 
 async def stored_by_keys(
@@ -97,14 +99,15 @@ async def create_heads(conn: asyncpg.Connection, heads: Sequence[StreamHead]) ->
         return 0
     t = STREAM_TABLES[heads[0].kind]
     rows = await conn.fetch(
-        f"INSERT INTO {t.table} ({t.id_column}, owner, status, last_seq, last_hash)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
+        f"INSERT INTO {t.table} ({t.id_column}, owner, status, last_seq, last_hash, org_id)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
         f" ON CONFLICT ({t.id_column}) DO NOTHING RETURNING {t.id_column}",
         [h.stream_id for h in heads],
         [h.owner for h in heads],
         [h.status for h in heads],
         [h.last_seq for h in heads],
         [h.last_hash for h in heads],
+        [h.org for h in heads],
     )
     return len(rows)
 
@@ -199,17 +202,19 @@ async def write_batch(
     for n, kind in enumerate(sorted(by_kind)):
         t, heads = STREAM_TABLES[kind], by_kind[kind]
         p = len(args)
+        # org_id: set once (by the first *.started naming one), never changed after.
         ctes.append(
             f"u{n} AS (UPDATE {t.table} AS s SET status = u.status, last_seq = u.last_seq,"
-            " last_hash = u.last_hash, updated_at = now()"
-            f" FROM unnest(${p + 1}::text[], ${p + 2}::text[], ${p + 3}::bigint[], ${p + 4}::text[])"
-            f" AS u(id, status, last_seq, last_hash) WHERE s.{t.id_column} = u.id)"
+            " last_hash = u.last_hash, org_id = coalesce(s.org_id, u.org_id), updated_at = now()"
+            f" FROM unnest(${p + 1}::text[], ${p + 2}::text[], ${p + 3}::bigint[], ${p + 4}::text[],"
+            f" ${p + 5}::text[]) AS u(id, status, last_seq, last_hash, org_id) WHERE s.{t.id_column} = u.id)"
         )
         args += [
             [h.stream_id for h in heads],
             [h.status for h in heads],
             [h.last_seq for h in heads],
             [h.last_hash for h in heads],
+            [h.org for h in heads],
         ]
     p = len(args)
     ctes.append(
@@ -273,10 +278,8 @@ async def read_journal(
 async def read_head(conn: asyncpg.Connection | asyncpg.Pool, kind: str, stream_id: str) -> StreamHead | None:
     t = STREAM_TABLES[kind]
     row = await conn.fetchrow(
-        f"SELECT {t.id_column} AS id, owner, status, last_seq, last_hash FROM {t.table}"
+        f"SELECT {t.id_column} AS id, owner, status, last_seq, last_hash, org_id FROM {t.table}"
         f" WHERE {t.id_column} = $1",
         stream_id,
     )
-    if row is None:
-        return None
-    return StreamHead(kind, row["id"], row["owner"], row["status"], row["last_seq"], row["last_hash"])
+    return None if row is None else head_of(kind, row)

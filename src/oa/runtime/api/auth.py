@@ -1,11 +1,12 @@
-"""The principal of a request comes from its verified signature, never from its body."""
+"""The principal of a request (and the org it acts for) comes from its verified signature,
+never from its body."""
 
 from __future__ import annotations
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
-from oa.runtime.signing import HEADER, verify_caller
+from oa.runtime.signing import HEADER, Caller, verify_caller
 
 signature_header = APIKeyHeader(
     name=HEADER,
@@ -14,6 +15,10 @@ signature_header = APIKeyHeader(
 )
 
 
-async def principal(request: Request, token: str | None = Security(signature_header)) -> str:
+async def caller(request: Request, token: str | None = Security(signature_header)) -> Caller:
     secret: bytes = request.app.state.runtime_settings.caller_secret
     return verify_caller(secret, token)
+
+
+async def principal(request: Request, token: str | None = Security(signature_header)) -> str:
+    return (await caller(request, token)).principal

@@ -70,7 +70,7 @@ class AppendFastPath:
             AppendRequest(e.event_type, e.payload, e.idempotency_key, e.expected_previous_seq) for e in events
         ]
         try:
-            plan = await runs.append(who, run_id, requests)
+            plan = await runs.append(who.principal, run_id, requests, who.org)
         except OAError as exc:
             await _respond(send, exc.status, exc.envelope())
             return True

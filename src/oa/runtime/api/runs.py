@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.responses import Response
 
 from oa.http.strict import StrictJSONRoute
-from oa.runtime.api.auth import principal
+from oa.runtime.api.auth import caller, principal
 from oa.runtime.api.encode import batch_json, event_json, json_response, outcome_json, plan_status
 from oa.runtime.api.errors import error_responses
 from oa.runtime.api.models import (
@@ -27,10 +27,12 @@ from oa.runtime.api.models import (
 from oa.runtime.api.sse import STREAM_HEADERS, EventStream, resume_cursor, sse_body, sse_ok
 from oa.runtime.domain.journal import AppendRequest
 from oa.runtime.service.runs import RunService
+from oa.runtime.signing import Caller
 
 router = APIRouter(prefix="/internal/v1/runs", tags=["runs"], route_class=StrictJSONRoute)
 RunIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=128)]
 Principal = Annotated[str, Depends(principal)]
+Signed = Annotated[Caller, Depends(caller)]
 WRITE_ERRORS = error_responses(400, 401, 403, 409, 413)
 READ_ERRORS = error_responses(400, 401, 403, 404)
 
@@ -54,8 +56,8 @@ def _request(body: AppendEvent) -> AppendRequest:
     responses={200: {"model": AppendResult, "description": "idempotent replay or no-op"}, **WRITE_ERRORS},
     summary="Append one event (creates the run on first write)",
 )
-async def append_event(run_id: RunIdPath, body: AppendEvent, who: Principal, runs: Runs) -> Response:
-    plan = await runs.append(who, run_id, [_request(body)])
+async def append_event(run_id: RunIdPath, body: AppendEvent, who: Signed, runs: Runs) -> Response:
+    plan = await runs.append(who.principal, run_id, [_request(body)], who.org)
     return json_response(outcome_json(run_id, plan.outcomes[0]), plan_status(plan))
 
 
@@ -69,8 +71,8 @@ async def append_event(run_id: RunIdPath, body: AppendEvent, who: Principal, run
     },
     summary="Append many events in one transaction, all or none",
 )
-async def append_batch(run_id: RunIdPath, body: AppendBatch, who: Principal, runs: Runs) -> Response:
-    plan = await runs.append(who, run_id, [_request(e) for e in body.events])
+async def append_batch(run_id: RunIdPath, body: AppendBatch, who: Signed, runs: Runs) -> Response:
+    plan = await runs.append(who.principal, run_id, [_request(e) for e in body.events], who.org)
     return json_response(batch_json(run_id, plan), plan_status(plan))
 
 

@@ -10,13 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.responses import Response
 
 from oa.http.strict import StrictJSONRoute
-from oa.runtime.api.auth import principal
+from oa.runtime.api.auth import caller, principal
 from oa.runtime.api.encode import event_json as encode_event
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
 from oa.runtime.api.sse import STREAM_HEADERS, EventStream, resume_cursor, sse_body, sse_ok
 from oa.runtime.domain.journal import AppendRequest, Event, Outcome, Plan
 from oa.runtime.service.workers import WorkerService
+from oa.runtime.signing import Caller
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
@@ -25,6 +26,7 @@ NO_NUL = r"^[^\x00]*$"
 router = APIRouter(prefix="/internal/v1/codex/workers", tags=["codex workers"], route_class=StrictJSONRoute)
 WorkerIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=128)]
 Principal = Annotated[str, Depends(principal)]
+Signed = Annotated[Caller, Depends(caller)]
 Text = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413)
 READ_ERRORS = error_responses(400, 401, 403, 404)
@@ -46,6 +48,9 @@ class CreateWorker(Strict):
         None, description="The run this worker executes; told `run.executor_lost` if the worker vanishes."
     )
     metadata: dict[str, Any] | None = None
+    org_id: Text | None = Field(
+        None, description="Must equal the org of the caller signature (which sets it when absent)."
+    )
 
 
 class WorkerRequest(Strict):
@@ -174,15 +179,17 @@ def _status(plan: Plan) -> int:
     },
     summary="Create a worker, or reattach to an existing one (appends worker.started)",
 )
-async def create_or_attach(body: CreateWorker, who: Principal, workers: Workers) -> Response:
+async def create_or_attach(body: CreateWorker, who: Signed, workers: Workers) -> Response:
     att = await workers.create_or_attach(
-        who,
+        who.principal,
         body.worker_id,
         status=body.status,
         workspace_ref=body.workspace_ref,
         adapter=body.adapter,
         run_id=body.run_id,
         metadata=body.metadata,
+        org_id=body.org_id,
+        org=who.org,
     )
     o = att.plan.outcomes[0]
     return json_response(
@@ -240,10 +247,10 @@ async def post_request(
     summary="Append a worker.* event (heartbeats, responses, errors, lifecycle)",
 )
 async def append_event(
-    worker_id: WorkerIdPath, body: WorkerEventIn, who: Principal, workers: Workers
+    worker_id: WorkerIdPath, body: WorkerEventIn, who: Signed, workers: Workers
 ) -> Response:
     req = AppendRequest(body.event_type, body.payload, body.idempotency_key, body.expected_previous_seq)
-    plan = await workers.append(who, worker_id, req)
+    plan = await workers.append(who.principal, worker_id, req, who.org)
     return json_response(outcome_json(worker_id, plan.outcomes[0]), _status(plan))
 
 

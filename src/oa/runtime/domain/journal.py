@@ -36,6 +36,7 @@ class StreamHead:
     last_seq: int = 0
     last_hash: str | None = None
     exists: bool = True
+    org: str | None = None  # fixed by the stream's first *.started event that names one
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,49 @@ class Plan:
 # (current status, event type, payload) -> (next status, is a no-op)
 TransitionFn = Callable[[str, str, dict[str, Any]], tuple[str, bool]]
 
+ORG_FIELD = "org_id"
+STARTED_EVENTS = frozenset({"run.started", "worker.started"})
+
+
+def org_of_request(
+    head: StreamHead, req: AppendRequest, signed_org: str | None
+) -> tuple[AppendRequest, str | None]:
+    """Check a request's org against the caller's signature and the stream; stamp it.
+
+    The org of a run or worker comes from the caller signature (`oa.runtime.signing`), never
+    from a payload: a payload `org_id` must equal the signature's org; a `*.started`
+    event without one gets the signature's org written into it (so the projections, which
+    fold stored events only, read an org the runtime vouched for); and once a stream has
+    an org, an event naming another one is refused. Returns the request as it will be
+    stored and the org it names (None: none).
+    """
+    claimed = req.payload.get(ORG_FIELD)
+    if claimed == "":
+        claimed = None  # proto3: the empty string is "not set"
+    if claimed is not None and claimed != signed_org:
+        why = (
+            f"the caller signature acts for org {signed_org!r}"
+            if signed_org is not None
+            else "the caller signature carries no org"
+        )
+        raise Forbidden(
+            f"payload org_id {claimed!r} is refused: {why}. The org comes from the signature; "
+            f"sign as a member of {claimed!r} (oa token runtime --user ID --org {claimed}) or omit org_id",
+            {"org_id": claimed, "signature_org": signed_org},
+        )
+    org = claimed
+    if req.event_type in STARTED_EVENTS and signed_org is not None:
+        org = signed_org
+        if req.payload.get(ORG_FIELD) != signed_org:
+            req = replace(req, payload={**req.payload, ORG_FIELD: signed_org})
+    if org is not None and head.org is not None and org != head.org:
+        raise Forbidden(
+            f"{head.kind} {head.stream_id!r} belongs to org {head.org!r}, not {org!r}: "
+            f"its org is fixed by its first {head.kind}.started",
+            {"org_id": org, f"{head.kind}_org": head.org},
+        )
+    return req, org
+
 
 def encode_payload(payload: dict[str, Any]) -> tuple[bytes, str]:
     try:
@@ -99,8 +143,11 @@ def plan_command(
     requests: Sequence[AppendRequest],
     stored_by_key: Mapping[str, Event],
     transition: TransitionFn,
+    signed_org: str | None = None,
 ) -> Plan:
-    """Plan one atomic command; raise the first error (the command then writes nothing)."""
+    """Plan one atomic command; raise the first error (the command then writes nothing).
+
+    `signed_org` is the org the caller's signature vouches for (see `org_of_request`)."""
     if head.exists and head.owner != principal:
         raise Forbidden(
             f"{head.kind} {head.stream_id!r} belongs to another principal; sign the request as its owner",
@@ -112,6 +159,7 @@ def plan_command(
     seen: dict[str, Event] = dict(stored_by_key)
     for index, req in enumerate(requests):
         try:
+            req, org = org_of_request(state, req, signed_org)
             payload_json, p_hash = encode_payload(req.payload)
             if req.idempotency_key is not None and req.idempotency_key in seen:
                 prior = seen[req.idempotency_key]
@@ -149,6 +197,8 @@ def plan_command(
             new_events.append(event)
             if req.idempotency_key is not None:
                 seen[req.idempotency_key] = event
+            if req.event_type in STARTED_EVENTS and state.org is None and org is not None:
+                state = replace(state, org=org)
             state = replace(state, status=status, last_seq=seq, last_hash=event.hash)
             outcomes.append(Outcome("appended", event, status, seq))
         except OAError as exc:

@@ -36,6 +36,18 @@ def owner_of(principal: str) -> str:
     return principal[5:] if principal.startswith("user:") else principal
 
 
+def _org(payload: dict[str, Any]) -> str | None:
+    """The org a `run.started` / `worker.started` payload names.
+
+    Only those events decide a document's org, and the first one that names an org fixes
+    it: the runtime checks that org against the caller's signature (or writes the
+    signature's org into the event) and refuses a later event naming another one, so the
+    org a document shows is one an authority vouched for, never a field of any event.
+    """
+    org = payload.get("org_id")
+    return org if isinstance(org, str) and org else None
+
+
 # -- run summaries -------------------------------------------------------------------------
 
 
@@ -75,7 +87,7 @@ def _fold_run(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     if t == "run.started":
         d["started_at"] = ev.recorded_at
         d["model"] = payload.get("model") or d["model"]
-        d["org_id"] = payload.get("org_id") or d["org_id"]
+        d["org_id"] = d["org_id"] or _org(payload)
     elif t == "run.finished":
         d["finished_at"] = ev.recorded_at
         d["finish_reason"] = payload.get("reason")
@@ -131,8 +143,8 @@ def _fold_timeline(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
             "policy": [],
         }
     )
-    if ev.event_type == "run.started" and isinstance(payload.get("org_id"), str) and payload["org_id"]:
-        d["org_id"] = payload["org_id"]
+    if ev.event_type == "run.started":
+        d["org_id"] = d["org_id"] or _org(payload)
     entry = {"seq": ev.seq, "type": ev.event_type, "at": ev.recorded_at, "payload": _brief(payload)}
     d["events"] = [*d["events"], entry][-TIMELINE_EVENTS:]
     if ev.event_type == "policy.decision":
@@ -189,7 +201,9 @@ def _fold_worker(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
         d["last_heartbeat_at"] = ev.recorded_at
     elif t == "worker.error":
         d["errors"] += 1
-    for field in ("workspace_ref", "org_id", "adapter"):
+    if t == "worker.started":
+        d["org_id"] = d["org_id"] or _org(payload)
+    for field in ("workspace_ref", "adapter"):
         if isinstance(payload.get(field), str) and payload[field]:
             d[field] = payload[field]
     return d
@@ -203,7 +217,7 @@ def _fold_worker_event(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> D
     return {
         "worker_id": ev.stream_id,
         "owner": owner_of(ev.principal),
-        "org_id": payload.get("org_id") if isinstance(payload.get("org_id"), str) else None,
+        "org_id": _org(payload) if ev.event_type == "worker.started" else None,
         "seq": ev.seq,
         "event_type": ev.event_type,
         "payload": payload,

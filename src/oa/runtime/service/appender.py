@@ -39,6 +39,7 @@ class Command:
     transition: TransitionFn
     initial_status: str
     create_if_missing: bool = True
+    org: str | None = None  # the org the caller's signature vouches for
     future: asyncio.Future[Plan] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -100,9 +101,10 @@ class GroupAppender:
         transition: TransitionFn,
         initial_status: str,
         create_if_missing: bool = True,
+        org: str | None = None,
     ) -> Plan:
         return await self.submit(
-            Command(kind, stream_id, principal, requests, transition, initial_status, create_if_missing)
+            Command(kind, stream_id, principal, requests, transition, initial_status, create_if_missing, org)
         )
 
     async def _run(self) -> None:
@@ -197,7 +199,7 @@ class GroupAppender:
                 if r.idempotency_key is not None and (cmd.kind, cmd.stream_id, r.idempotency_key) in stored
             }
             try:
-                plan = plan_command(head, cmd.principal, cmd.requests, mine, cmd.transition)
+                plan = plan_command(head, cmd.principal, cmd.requests, mine, cmd.transition, cmd.org)
             except OAError as exc:
                 results.append(exc)
                 continue

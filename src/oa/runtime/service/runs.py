@@ -46,7 +46,11 @@ class RunService:
         self._listener = listener
         self._replay_window = replay_window
 
-    async def append(self, principal: str, run_id: str, requests: Sequence[AppendRequest]) -> Plan:
+    async def append(
+        self, principal: str, run_id: str, requests: Sequence[AppendRequest], org: str | None = None
+    ) -> Plan:
+        """Append for `principal`; `org` is the one its signature vouches for (it decides the
+        run's org; see `oa.runtime.domain.journal.org_of_request`)."""
         for i, req in enumerate(requests):
             try:
                 validate_payload(req.event_type, req.payload)
@@ -56,7 +60,7 @@ class RunService:
                     exc.message = f"event {i}: {exc.message} (the batch wrote nothing)"
                 raise
         return await self._appender.append(
-            KIND, run_id, principal, requests, run_transition, RunStatus.CREATED.value
+            KIND, run_id, principal, requests, run_transition, RunStatus.CREATED.value, org=org
         )
 
     async def cancel(self, principal: str, run_id: str, reason: str | None) -> Plan:

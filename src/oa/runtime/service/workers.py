@@ -21,7 +21,7 @@ from oa.exceptions import Forbidden, NotFound, OAError
 from oa.runtime.adapters import journal_sql as sql
 from oa.runtime.adapters import workers_sql
 from oa.runtime.adapters.listener import JournalListener
-from oa.runtime.domain.journal import AppendRequest, Event, Plan, StreamHead
+from oa.runtime.domain.journal import AppendRequest, Event, Plan, StreamHead, org_of_request
 from oa.runtime.domain.runs import RunStatus
 from oa.runtime.domain.schemas import validate_payload
 from oa.runtime.domain.workers import (
@@ -90,19 +90,33 @@ class WorkerService:
         adapter: str | None,
         run_id: str | None,
         metadata: dict[str, Any] | None,
+        org_id: str | None = None,
+        org: str | None = None,
     ) -> Attach:
+        """`org_id` is what the body claims; `org` what the caller's signature vouches for
+        (the worker's org; see `oa.runtime.domain.journal.org_of_request`)."""
         worker_id = worker_id or f"wkr_{uuid.uuid4().hex}"
         meta_json = canonical_json(metadata).decode() if metadata is not None else None
+        # A refused org is refused before the row is written (the append checks it again).
+        probe = AppendRequest("worker.started", {"org_id": org_id} if org_id else {})
+        org_of_request(StreamHead(KIND, worker_id, principal, "starting", exists=False), probe, org)
         created = await workers_sql.insert_worker(
             self._db.pool, worker_id, principal, workspace_ref, adapter, run_id, meta_json or "{}"
         )
         if not created:
-            await self.head(principal, worker_id)  # 403 before touching someone else's worker
+            head = await self.head(principal, worker_id)  # 403 before touching someone else's worker
+            org_of_request(head, probe, org)
             await workers_sql.update_attachment(
                 self._db.pool, worker_id, workspace_ref, adapter, run_id, meta_json
             )
         payload: dict[str, Any] = {"status": status}
-        for key, value in (("workspace_ref", workspace_ref), ("adapter", adapter), ("run_id", run_id)):
+        fields = (
+            ("workspace_ref", workspace_ref),
+            ("adapter", adapter),
+            ("run_id", run_id),
+            ("org_id", org_id),
+        )
+        for key, value in fields:
             if value:
                 payload[key] = value
         if metadata:
@@ -117,10 +131,13 @@ class WorkerService:
             _creation_transition if created else worker_transition,
             WorkerStatus.STARTING.value,
             create_if_missing=False,
+            org=org,
         )
         return Attach(created, plan, await self.snapshot(principal, worker_id))
 
-    async def append(self, principal: str, worker_id: str, request: AppendRequest) -> Plan:
+    async def append(
+        self, principal: str, worker_id: str, request: AppendRequest, org: str | None = None
+    ) -> Plan:
         if not request.event_type.startswith("worker."):
             target_status(request.event_type, request.payload)  # the 400 that names worker.*
         validate_payload(request.event_type, request.payload)
@@ -141,6 +158,7 @@ class WorkerService:
             worker_transition,
             WorkerStatus.STARTING.value,
             create_if_missing=False,
+            org=org,
         )
         for ev in plan.new_events:
             if ev.event_type == "worker.heartbeat":
