@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import benchlib
 import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -90,11 +91,17 @@ class Child:
 
 
 class Helper:
-    """A `bench/_sync_*.py` helper; clients print `READY n`, then wait for a line on stdin."""
+    """A `bench/_sync_*.py` helper; clients print `READY n`, then wait for a line on stdin.
+
+    Its result goes to a file this side names (`--result-file`), never to stdout: see
+    `benchlib.write_json_atomic` for the 64 KiB cut that stdout gave.
+    """
 
     def __init__(self, script: str, args: Sequence[str]) -> None:
+        self.label = script
+        self.result_file = benchlib.result_path(Path(script).stem)
         self.proc = psutil.Popen(
-            [sys.executable, str(BENCH_DIR / script), *args],
+            [sys.executable, str(BENCH_DIR / script), *args, "--result-file", str(self.result_file)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -107,9 +114,8 @@ class Helper:
         line = self.proc.stdout.readline()  # bounded: the helper's connects time out
         if not line.startswith("READY"):
             self.proc.wait(30)
-            raise RuntimeError(
-                f"client helper failed: {self.proc.stderr.read()[-2000:] if self.proc.stderr else ''}"
-            )
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise benchlib.HelperFailed(f"{self.label} exited with {self.proc.returncode}: {err[-2000:]}")
         self.ready = int(line.split()[1])
         return self.ready
 
@@ -125,20 +131,20 @@ class Helper:
         return result
 
     def finish(self, timeout: float = 120.0) -> dict[str, Any]:
+        label = self.label
         try:
-            out, err = self.proc.communicate("stop\n", timeout=timeout)
+            _, err = self.proc.communicate("stop\n", timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate()
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"helper failed ({self.proc.returncode}): {err.strip()[-2000:]}")
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-        return result
+            _, err = self.proc.communicate()
+            label += f" (still running {timeout:g} s after 'stop', so killed)"
+        return benchlib.read_result(label, self.proc.returncode, err, self.result_file)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self.result_file.unlink(missing_ok=True)
 
 
 class Profile:

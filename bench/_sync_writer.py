@@ -11,19 +11,18 @@ Two modes:
 * `--bulk N`: N events through the batch API (1,000 per request, a few in flight), for
   the rebuild and audit phases.
 
-Output: one JSON object on stdout.
+Output: one JSON object in the file `--result-file` names (written atomically).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import time
 from typing import Any
 
 import aiohttp
+import benchlib  # this folder is sys.path[0] when run as a script
 import orjson
 import uvloop
 
@@ -140,9 +139,9 @@ def main() -> None:
     p.add_argument("--start-at", type=float, default=0.0, help="wall-clock start of the window")
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--bulk", type=int, default=0, help="append this many events in batches instead")
+    benchlib.add_result_file_arg(p)
     args = p.parse_args()
-    result = uvloop.run(_main(args))
-    sys.stdout.write(json.dumps(result) + "\n")
+    benchlib.write_json_atomic(args.result_file, uvloop.run(_main(args)))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class Phase:
     errors: int = 0
     first_error: str | None = None
     cores: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,10 +152,13 @@ def _run_children(
     meter: benchlib.CpuMeter,
     children_group: Callable[[list[psutil.Popen]], None],
 ) -> list[dict[str, Any]]:
-    """Start the load processes, meter CPU over the window, collect their JSON."""
+    """Start the load processes, meter CPU over the window, collect their result files."""
+    files = [benchlib.result_path("append-load") for _ in cmds]
     procs = [
-        psutil.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
-    ]
+        psutil.Popen([*c, "--result-file", str(f)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                     text=True)
+        for c, f in zip(cmds, files, strict=True)
+    ]  # fmt: skip
     children_group(procs)
     # Drain their pipes while they run: a result over 64 KiB would otherwise block the
     # child on a full pipe and never let it exit.
@@ -183,11 +187,9 @@ def _run_children(
     outputs = []
     for t in drains:
         t.join()
-    for p in procs:
-        out, err = collected[p.pid]
-        if p.returncode != 0:
-            raise RuntimeError(f"{label}: a load process failed ({p.returncode}): {err.strip()[-2000:]}")
-        outputs.append(json.loads(out))
+    for p, f in zip(procs, files, strict=True):
+        _, err = collected[p.pid]
+        outputs.append(benchlib.read_result(f"{label}: load process {p.pid}", p.returncode, err, f))
     return outputs
 
 
@@ -231,7 +233,7 @@ def bench_http(
     outputs = _run_children(progress, scenario, cmds, None, start_at, seconds, meter, load.extend)
     after = _journal_stats(db_url)
     phase = _summarize(Phase(key, scenario), outputs, seconds)
-    phase.cores = meter.shares()
+    phase.cores, phase.peaks = meter.shares(), meter.peaks()
     commits = max(1, after[1] - before[1])
     phase.extra = {"events_per_commit": round((after[0] - before[0]) / commits, 1), "client_procs": procs}
     return phase
@@ -323,7 +325,7 @@ def bench_pgbench(
         phase.requests = len(latencies)
         phase.p50_ms = benchlib.percentile(latencies, 50)
         phase.p99_ms = benchlib.percentile(latencies, 99)
-        phase.cores = meter.shares()
+        phase.cores, phase.peaks = meter.shares(), meter.peaks()
         phase.extra = {"pgbench": cmd[0]}
     return phase
 
@@ -359,7 +361,7 @@ def bench_peer(
         cmds = [[*base, "--writers", str(n), "--start-at", repr(start_at)] for n in _split(writers, procs)]
         outputs = _run_children(progress, phase.scenario, cmds, env, start_at, seconds, meter, load.extend)
     _summarize(phase, outputs, seconds)
-    phase.cores = meter.shares()
+    phase.cores, phase.peaks = meter.shares(), meter.peaks()
     phase.extra = {"peer_procs": procs, "p50_p99_are_per": "transaction of 10 events"}
     return phase
 
@@ -379,7 +381,8 @@ def render(phases: dict[str, Phase], writers: int) -> Table:
     table.add_column("cores used", justify="left")
 
     def cores(p: Phase) -> str:
-        return " ".join(f"{k} {v:.2f}" for k, v in p.cores.items())
+        detail = " ".join(f"{k} {v:.2f}" for k, v in p.cores.items())
+        return f"{detail}; {benchlib.cores_cell(p.cores, p.peaks, ('load',), ('server', 'postgres'))}"
 
     def row(p: Phase, target: str, met: bool | None, ratio: str) -> None:
         mark = "" if met is None else ("[green]yes[/]" if met else "[red]no[/]")
@@ -423,6 +426,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server-workers", type=int, default=1, help="runtime processes sharing the port")
     p.add_argument("--peer-procs", type=int, default=1, help="processes for the eventsourcing threads")
     args = p.parse_args(argv)
+    benchlib.save_results("append", lambda: run(args), argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = min(args.seconds, 2.0) if args.quick else args.seconds
     warmup = 0.5 if args.quick else 1.0
     t_begin = time.monotonic()
@@ -464,21 +471,13 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"notes: {json.dumps(notes)}")
     elapsed = time.monotonic() - t_begin
     console.print(f"whole run {elapsed:.0f} s; measured windows {seconds:g} s each")
-    benchlib.RESULTS_DIR.mkdir(exist_ok=True)
-    out = benchlib.RESULTS_DIR / "append.json"
-    out.write_text(
-        json.dumps(
-            {
-                "writers": args.writers,
-                "seconds": seconds,
-                "cpu_count": os.cpu_count(),
-                "elapsed_s": round(elapsed, 1),
-                "phases": {k: asdict(v) for k, v in phases.items()},
-            },
-            indent=2,
-        )
-    )
-    console.print(f"results: {out}")
+    return {
+        "writers": args.writers,
+        "seconds": seconds,
+        "cpu_count": os.cpu_count(),
+        "elapsed_s": round(elapsed, 1),
+        "phases": {k: asdict(v) for k, v in phases.items()},
+    }
 
 
 if __name__ == "__main__":

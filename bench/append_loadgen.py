@@ -5,20 +5,19 @@ process would share the GIL with the orchestration and hide what the server can 
 writer appends to its own run over one keep-alive connection (aiohttp: several times less
 CPU per request than httpx). Every process measures the same wall-clock window
 (`--start-at` .. `+seconds`), so windows of several processes line up; requests before
-the window are warm-up. Prints one JSON object on stdout.
+the window are warm-up. Writes one JSON object to `--result-file`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import sys
 import time
 import uuid
 
 import aiohttp
+import benchlib  # this folder is sys.path[0] when run as a script
 import orjson
 import uvloop
 
@@ -91,9 +90,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=0, help="events per request; 0 = single-event endpoint")
     p.add_argument("--start-at", type=float, required=True, help="wall-clock start of the window")
     p.add_argument("--seconds", type=float, required=True)
+    benchlib.add_result_file_arg(p)
     args = p.parse_args()
-    result = uvloop.run(_main(args))
-    sys.stdout.write(json.dumps(result))
+    benchlib.write_json_atomic(args.result_file, uvloop.run(_main(args)))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ peer (2,900 events/s on this machine kind). Same window protocol and JSON output
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import threading
 import time
 
+import benchlib  # this folder is sys.path[0] when run as a script
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
@@ -46,6 +45,7 @@ def main() -> None:
     p.add_argument("--start-at", type=float, required=True)
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--setup-only", action="store_true", help="create the tables and exit")
+    benchlib.add_result_file_arg(p, required=False)
     args = p.parse_args()
 
     # POSTGRES_* come from the environment (see bench/append.py); one pooled connection
@@ -92,16 +92,15 @@ def main() -> None:
     for t in threads:
         t.join()
     app.close()
-    sys.stdout.write(
-        json.dumps(
-            {
-                "events": saved[0] * args.per_tx,
-                "requests": saved[0],
-                "errors": len(errors),
-                "first_error": errors[0] if errors else None,
-                "latencies_ms": latencies,
-            }
-        )
+    benchlib.write_json_atomic(
+        args.result_file,
+        {
+            "events": saved[0] * args.per_tx,
+            "requests": saved[0],
+            "errors": len(errors),
+            "first_error": errors[0] if errors else None,
+            "latencies_ms": latencies,
+        },
     )
 
 

@@ -204,6 +204,7 @@ async def run(url: str, seconds: float, tokens: int, concurrency: int) -> dict[s
         base = f"http://127.0.0.1:{port}"
         meter = benchlib.CpuMeter()
         meter.watch("control", lambda: [psutil.Process(proc.pid)])
+        meter.watch("client", lambda: [psutil.Process()])  # this process drives the HTTP clients
         meter.start()
         with console.status(f"mint over HTTP ({concurrency} concurrent clients)"):
             results["mint_http"], _ok, n_fail = await http_mint(
@@ -211,6 +212,7 @@ async def run(url: str, seconds: float, tokens: int, concurrency: int) -> dict[s
             )
         meter.stop()
         results["mint_http_control_cores"] = meter.shares()["control"]
+        results["mint_http_cores"], results["mint_http_peaks"] = meter.shares(), meter.peaks()
         results["mint_http_failed"] = n_fail
 
         issuer_ring = SyncTokens(db, keyring, issuer_settings)
@@ -249,19 +251,21 @@ async def run(url: str, seconds: float, tokens: int, concurrency: int) -> dict[s
 
 def report(r: dict[str, Any]) -> None:
     table = Table(title="oa bench auth: sync tokens on one core")
-    for col in ("phase", "per second", "target", "ratio", "note"):
+    for col in ("phase", "per second", "target", "met", "ratio", "note"):
         table.add_column(col, justify="right" if col in ("per second", "target", "ratio") else "left")
 
     def row(name: str, value: float, target: int | None, note: str) -> None:
         ratio = f"{value / target:.2f}x" if target else "-"
-        table.add_row(name, f"{value:,.0f}", f"{target:,}" if target else "-", ratio, note)
+        met = benchlib.met_cell(value >= target if target else None)
+        table.add_row(name, f"{value:,.0f}", f"{target:,}" if target else "-", met, ratio, note)
 
     row("minted: claims + ES256 sign (in process)", r["mint_sign"], TARGET_MINT, "control's signing core")
     row(
         "minted: POST /api/sync/token (HTTP, end to end)",
         r["mint_http"],
         TARGET_MINT,
-        f"control used {r['mint_http_control_cores']} cores; {r['mint_http_failed']} failed",
+        f"{r['mint_http_failed']} failed; "
+        + benchlib.cores_cell(r["mint_http_cores"], r["mint_http_peaks"], ("client",), ("control",)),
     )
     row("verified: first sight (signature checked)", r["verify_first"], TARGET_VERIFY, "warm JWKS cache")
     row(
@@ -272,10 +276,6 @@ def report(r: dict[str, Any]) -> None:
     )
     row("ceiling: bare ES256 verify (OpenSSL)", r["verify_ceiling"], None, "no JWT parsing or claims")
     console.print(table)
-    benchlib.RESULTS_DIR.mkdir(exist_ok=True)
-    out = benchlib.RESULTS_DIR / "auth.json"
-    out.write_text(json.dumps({"targets": {"mint": TARGET_MINT, "verify": TARGET_VERIFY}, **r}, indent=2))
-    console.print(f"results: {out}")
 
 
 def main() -> None:
@@ -289,10 +289,14 @@ def main() -> None:
         args.seconds, args.tokens = 1.0, 3_000
     import uvloop
 
-    with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_auth") as url:
-        migrate(url)
-        results = uvloop.run(run(url, args.seconds, args.tokens, args.concurrency))
-    report(results)
+    def measure() -> dict[str, Any]:
+        with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_auth") as url:
+            migrate(url)
+            results = uvloop.run(run(url, args.seconds, args.tokens, args.concurrency))
+        report(results)
+        return {"targets": {"mint": TARGET_MINT, "verify": TARGET_VERIFY}, **results}
+
+    benchlib.save_results("auth", measure)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -136,15 +137,23 @@ async def measure(
     return counts[0] / seconds, counts[1] / seconds
 
 
-async def run_all(url: str, writers: int, events: int, seconds: float, warmup: float) -> list[list[str]]:
+async def run_all(
+    url: str, pg: benchlib.PgServer, writers: int, events: int, seconds: float, warmup: float
+) -> list[list[str]]:
     conn = await asyncpg.connect(url)
     await conn.execute(SCHEMA)
     await conn.close()
     rows: list[list[str]] = []
     with Progress(console=console) as progress:
         for n in (1, writers):
+            meter = benchlib.meter_in_process(pg)  # over warm-up and window
             a = await measure(url, "asyncpg", _asyncpg_writer, n, events, seconds, warmup, progress)
+            meter.stop()
+            cores_a = benchlib.in_process_cell(meter.shares(), meter.peaks())
+            meter = benchlib.meter_in_process(pg)
             p = await measure(url, "psycopg", _psycopg_writer, n, events, seconds, warmup, progress)
+            meter.stop()
+            cores_p = benchlib.in_process_cell(meter.shares(), meter.peaks())
             rows.append(
                 [
                     str(n),
@@ -153,6 +162,8 @@ async def run_all(url: str, writers: int, events: int, seconds: float, warmup: f
                     f"{a[0] / p[0]:.2f}" if p[0] else "-",
                     f"{a[1]:,.0f}",
                     f"{p[1]:,.0f}",
+                    cores_a,
+                    cores_p,
                 ]
             )
     return rows
@@ -164,9 +175,16 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=32)
     p.add_argument("--events", type=int, default=10, help="events per transaction")
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--quick", action="store_true", help="1-second windows (smoke run)")
     args = p.parse_args()
+    if args.quick:
+        args.seconds, args.warmup = 1.0, 0.2
+    benchlib.save_results("driver", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_driver") as url:
-        rows = uvloop.run(run_all(url, args.writers, args.events, args.seconds, args.warmup))
+        rows = uvloop.run(run_all(url, pg, args.writers, args.events, args.seconds, args.warmup))
     table = Table(title=f"driver: lock head, insert {args.events} events via unnest, update head, commit")
     for col in (
         "writers",
@@ -175,11 +193,15 @@ def main() -> None:
         "asyncpg / psycopg",
         "asyncpg ev/s",
         "psycopg ev/s",
+        "cores asyncpg",
+        "cores psycopg",
     ):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    return {"seconds": args.seconds, "writers": args.writers, "events_per_tx": args.events,
+            "columns": [c.header for c in table.columns], "rows": [list(r) for r in rows]}  # fmt: skip
 
 
 if __name__ == "__main__":

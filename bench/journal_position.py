@@ -27,8 +27,9 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import uvloop
@@ -90,6 +91,8 @@ class Result:
     read: int = 0
     out_of_order: int = 0
     seconds: float = 1.0
+    cores: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -215,7 +218,9 @@ async def _xid(conn: asyncpg.Connection, stream: str) -> None:
     await conn.execute(XID_INSERT, stream, PAYLOAD)
 
 
-async def run_all(url: str, writers: int, seconds: float, warmup: float) -> list[Result]:
+async def run_all(
+    url: str, pg: benchlib.PgServer, writers: int, seconds: float, warmup: float
+) -> list[Result]:
     conn = await asyncpg.connect(url)
     await conn.execute(SCHEMA)
     await conn.close()
@@ -229,7 +234,10 @@ async def run_all(url: str, writers: int, seconds: float, warmup: float) -> list
         ):
             r = Result(name)
             reader = _xid_reader(r) if not table else _position_reader(table, r)
+            meter = benchlib.meter_in_process(pg)  # over warm-up and window
             results.append(await _drive(url, r, writers, seconds, warmup, fn, reader, progress, group))
+            meter.stop()
+            r.cores, r.peaks = meter.shares(), meter.peaks()
     return results
 
 
@@ -238,12 +246,28 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--writers", type=int, default=32)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--quick", action="store_true", help="1-second windows (smoke run)")
     args = p.parse_args()
+    if args.quick:
+        args.seconds, args.warmup = 1.0, 0.2
+    benchlib.save_results("journal_position", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     with benchlib.postgres() as pg, benchlib.database(pg.admin_url, "oa_bench_position") as url:
-        results = uvloop.run(run_all(url, args.writers, args.seconds, args.warmup))
+        results = uvloop.run(run_all(url, pg, args.writers, args.seconds, args.warmup))
     base = results[0].rate or 1.0
     table = Table(title=f"journal position schemes: {args.writers} asyncpg writers, single-event inserts")
-    for col in ("scheme", "events/s", "ratio to (a)", "p50 ms", "p99 ms", "events/commit", "reader saw"):
+    for col in (
+        "scheme",
+        "events/s",
+        "ratio to (a)",
+        "p50 ms",
+        "p99 ms",
+        "events/commit",
+        "reader saw",
+        "cores used",
+    ):
         table.add_column(col, justify="left" if col == "scheme" else "right")
     for r in results:
         lat = sorted(r.latencies_ms)
@@ -255,12 +279,15 @@ def main() -> None:
             f"{benchlib.percentile(lat, 99):.2f}",
             f"{r.events / max(1, r.commits):.1f}",
             f"{r.read:,}" + (f" ({r.out_of_order} gaps)" if r.out_of_order else ""),
+            benchlib.in_process_cell(r.cores, r.peaks),
         )
     console.print(table)
     console.print(
         "reader saw: rows the tailing reader returned during the run; gaps = positions it had to"
         " skip without knowing whether they would still commit (sequence only)."
     )
+    return {"seconds": args.seconds, "writers": args.writers,
+            "schemes": [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results]}  # fmt: skip
 
 
 if __name__ == "__main__":

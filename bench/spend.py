@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -69,7 +70,7 @@ async def books(db: Database, auth_ids: list[str]) -> tuple[int, bool]:
 
 
 async def batched(db: Database, spend: SpendService, n_auths: int, reservers: int, seconds: float,
-                  bar: Progress) -> dict[str, float]:  # fmt: skip
+                  bar: Progress) -> dict[str, Any]:  # fmt: skip
     run_ids, auth_ids = await setup(db, reservers, n_auths)
     latencies: list[float] = []
     errors = 0
@@ -104,7 +105,7 @@ async def batched(db: Database, spend: SpendService, n_auths: int, reservers: in
             "batch": count / max(1, spend.batches - batches0)}  # fmt: skip
 
 
-async def naive(db: Database, reservers: int, seconds: float, bar: Progress) -> dict[str, float]:
+async def naive(db: Database, reservers: int, seconds: float, bar: Progress) -> dict[str, Any]:
     """One transaction per reserve: lock the row, insert, update, commit."""
     run_ids, auth_ids = await setup(db, reservers, 1)
     latencies: list[float] = []
@@ -145,7 +146,7 @@ async def naive(db: Database, reservers: int, seconds: float, bar: Progress) -> 
             "p99": benchlib.percentile(lat, 99), "errors": 0, "ok": ok, "batch": 1}  # fmt: skip
 
 
-async def main(url: str, seconds: float, reservers: int) -> None:
+async def main(url: str, pg: benchlib.PgServer, seconds: float, reservers: int) -> dict[str, Any]:
     db = await Database.connect(url, max_size=reservers + 4)
     appender = GroupAppender(db)
     appender.start()
@@ -156,29 +157,52 @@ async def main(url: str, seconds: float, reservers: int) -> None:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
         ) as bar:
+            # "bench" is this process: the reservers and the spend service both run here.
+            meter = benchlib.meter_in_process(pg)
             hot = await batched(db, spend, 1, reservers, seconds, bar)
+            meter.stop()
+            hot["cores"], hot["peaks"] = meter.shares(), meter.peaks()
+            meter = benchlib.meter_in_process(pg)
             spread = await batched(db, spend, 100, reservers, seconds, bar)
+            meter.stop()
+            spread["cores"], spread["peaks"] = meter.shares(), meter.peaks()
+            meter = benchlib.meter_in_process(pg)
             base = await naive(db, reservers, seconds, bar)
+            meter.stop()
+            base["cores"], base["peaks"] = meter.shares(), meter.peaks()
     finally:
         await spend.stop()
         await appender.stop()
         await db.close()
     table = Table(title=f"oa bench spend: {reservers} concurrent reservers, {seconds:g} s per phase")
-    for col in ("scenario", "reservations/s", "target", "p50 ms", "p99 ms", "avg batch", "books"):
-        table.add_column(col, justify="right" if col != "scenario" else "left")
+    for col in (
+        "scenario",
+        "reservations/s",
+        "target",
+        "met",
+        "p50 ms",
+        "p99 ms",
+        "avg batch",
+        "books",
+        "cores used",
+    ):
+        table.add_column(col, justify="right" if col not in ("scenario", "met") else "left")
     rows = [("1 authorization (hot row), batched", hot, TARGET_HOT), ("100 authorizations, batched", spread, None),
             ("1 authorization, one tx per reserve", base, None)]  # fmt: skip
     for name, r, target in rows:
-        verdict = "" if target is None else (" [green]met[/]" if r["rate"] >= target else " [red]missed[/]")
+        met = benchlib.met_cell(None if target is None else r["rate"] >= target)
         table.add_row(
-            name, f"{r['rate']:,.0f}", f"{target:,}{verdict}" if target else "-", f"{r['p50']:.1f}",
+            name, f"{r['rate']:,.0f}", f"{target:,}" if target else "-", met, f"{r['p50']:.1f}",
             f"{r['p99']:.1f}", f"{r['batch']:.1f}", "[green]balanced[/]" if r["ok"] else "[red]WRONG[/]",
+            benchlib.in_process_cell(r["cores"], r["peaks"]),
         )  # fmt: skip
     console.print(table)
     console.print(
         "books: spent + reserved <= max_total and reserved == sum of open reservations, per authorization. "
         "Every batched reservation also appended its policy.decision run event."
     )
+    return {"seconds": seconds, "reservers": reservers, "target_hot": TARGET_HOT,
+            "phases": {"hot": hot, "spread": spread, "one_tx_per_reserve": base}}  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -188,6 +212,10 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     seconds = 1.0 if args.quick else args.seconds
-    with benchlib.postgres() as server, benchlib.database(server.admin_url, "oa_bench_spend") as url:
-        migrate(url)
-        asyncio.run(main(url, seconds, args.reservers))
+
+    def run() -> dict[str, Any]:
+        with benchlib.postgres() as server, benchlib.database(server.admin_url, "oa_bench_spend") as url:
+            migrate(url)
+            return asyncio.run(main(url, server, seconds, args.reservers))
+
+    benchlib.save_results("spend", run)

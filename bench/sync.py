@@ -96,6 +96,7 @@ class Latency:
     writer_errors: int = 0
     late_starts: int = 0
     cores: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -293,6 +294,7 @@ def _window(
     res.writer_errors = w["errors"]
     res.late_starts = w["late_starts"]
     res.cores = meter.shares()
+    res.peaks = meter.peaks()
     # Other engineers' work on this machine (tests, browsers): it competes for the same cores.
     res.cores["others"] = round(max(0.0, machine - sum(res.cores.values())), 2)
     return w
@@ -345,6 +347,8 @@ class Idle:
     kb_per_sub: float = 0.0
     connect_s: float = 0.0
     sessions_reported: int = 0
+    cores: dict[str, float] = field(default_factory=dict)  # while the subscriptions connect
+    peaks: dict[str, float] = field(default_factory=dict)
 
 
 def bench_idle(b: Bench, count: int) -> Idle:
@@ -363,7 +367,12 @@ def bench_idle(b: Bench, count: int) -> Idle:
     b.progress.advance(task)
     t0 = time.monotonic()
     prof = b.profile("idle-connect", 15)
-    helpers = [
+    helpers: list[Helper] = []
+    meter = benchlib.CpuMeter()
+    meter.watch("khala", khala.processes)
+    meter.watch("subscribers", lambda: [h.proc for h in helpers if h.proc.poll() is None])
+    meter.start()
+    helpers += [
         Helper("_sync_clients.py", [*b.client_args(), "--count", str(n), "--first", str(i * IDLE_PER_PROCESS),
                                     "--connect-concurrency", "32"])
         for i, n in enumerate(_split(count, IDLE_PER_PROCESS))
@@ -371,6 +380,8 @@ def bench_idle(b: Bench, count: int) -> Idle:
     try:
         res.subscriptions = sum(h.wait_ready() for h in helpers)
         res.connect_s = time.monotonic() - t0
+        meter.stop()
+        res.cores, res.peaks = meter.shares(), meter.peaks()
         b.keep("idle-connect", prof)
         b.progress.advance(task)
         time.sleep(3.0)  # let every session's first timers and buffers settle
@@ -404,6 +415,23 @@ class Fold:
     audit_events: int = 0
     audit_s: float = 0.0
     audit_drift: int = 0
+    cores: dict[str, dict[str, float]] = field(default_factory=dict)  # per step
+    peaks: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _meter(b: Bench, **groups: Any) -> benchlib.CpuMeter:
+    """A started meter over `groups` (name -> function listing its processes) and Postgres."""
+    meter = benchlib.CpuMeter()
+    for name, procs in groups.items():
+        meter.watch(name, procs)
+    meter.watch("postgres", b.pg.processes)
+    meter.start()
+    return meter
+
+
+def _keep_cores(res: Fold, step: str, meter: benchlib.CpuMeter) -> None:
+    meter.stop()
+    res.cores[step], res.peaks[step] = meter.shares(), meter.peaks()
 
 
 def bench_fold(b: Bench, events: int) -> Fold:
@@ -411,11 +439,19 @@ def bench_fold(b: Bench, events: int) -> Fold:
     assert b.projector is not None
     b.projector.stop()
     task = b.progress.add_task(f"append {events:,} events (batch API)", total=None)
-    out = Helper(
+    writer = Helper(
         "_sync_writer.py",
         [*("--url", b.runtime_url, "--secret", b.secret, "--owner", OWNER, "--org", ORG),
          *("--tag", f"bulk-{secrets.token_hex(3)}", "--bulk", str(events), "--in-flight", "4")],
-    ).finish(timeout=600)  # fmt: skip
+    )  # fmt: skip
+    runtime = b.runtime.processes if b.runtime else list
+    meter = _meter(b, writer=lambda: [writer.proc], runtime=runtime)
+    deadline = time.monotonic() + 600
+    # Stop the meter while the writer is a zombie: once reaped, its CPU time is gone.
+    while writer.proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _keep_cores(res, "append", meter)
+    out = writer.finish(timeout=600)
     if out["errors"]:
         raise RuntimeError(f"bulk append failed: {out['first_error']}")
     res.appended, res.append_s = out["events"], out["seconds"]
@@ -435,6 +471,7 @@ def bench_fold(b: Bench, events: int) -> Fold:
             head, before = await positions(conn)
             catch = b.progress.add_task("projector catch-up", total=head - before)
             b.projector = Child(["khala", "project"], b.env).start()
+            meter = _meter(b, projector=b.projector.processes)
             deadline = time.monotonic() + 600
             t_first = None
             first_pos = before
@@ -447,24 +484,29 @@ def bench_fold(b: Bench, events: int) -> Fold:
                 await asyncio.sleep(0.02)
             if t_first is not None:
                 res.catchup_events, res.catchup_s = pos - first_pos, time.monotonic() - t_first
+            _keep_cores(res, "catchup", meter)
             b.projector.stop()  # rebuild takes the same row lock; measure it alone
             total = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
             rb = b.progress.add_task("rebuild (new generation, parity, switch)", total=total)
             t0 = time.monotonic()
+            meter = _meter(b, bench=lambda: [psutil.Process()])  # rebuild folds in this process
             report = await rebuild(conn, lambda done, h: b.progress.update(rb, completed=done, total=h))
             res.rebuild_s, res.rebuild_events, res.rebuild_drift = (
                 time.monotonic() - t0,
                 report.events,
                 len(report.drift),
             )
+            _keep_cores(res, "rebuild", meter)
             au = b.progress.add_task("audit (fresh fold vs live documents)", total=total)
             t0 = time.monotonic()
+            meter = _meter(b, bench=lambda: [psutil.Process()])
             report = await audit(conn, lambda done, h: b.progress.update(au, completed=done, total=h))
             res.audit_s, res.audit_events, res.audit_drift = (
                 time.monotonic() - t0,
                 report.events,
                 len(report.drift),
             )
+            _keep_cores(res, "audit", meter)
         finally:
             await conn.close()
 
@@ -476,8 +518,14 @@ def _ms(x: float) -> str:
     return f"{x:.1f}"
 
 
-def _cores(c: dict[str, float]) -> str:
-    return " ".join(f"{k} {v:.2f}" for k, v in c.items() if v >= 0.01)
+LOAD = ("writer", "probes", "subscribers")
+SERVER = ("khala", "projector", "runtime", "postgres", "bench")  # bench: rebuild/audit fold in-process
+
+
+def _cores(c: dict[str, float], peaks: dict[str, float]) -> str:
+    """Every party's cores, then load vs server totals and which one was saturated."""
+    detail = " ".join(f"{k} {v:.2f}" for k, v in c.items() if v >= 0.01)
+    return f"{detail}; {benchlib.cores_cell(c, peaks, LOAD, SERVER)}"
 
 
 def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Table]:
@@ -501,13 +549,13 @@ def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Tab
             f"{r.delivered:.1%}{errs}",
             target,
             met,
-            _cores(r.cores),
+            _cores(r.cores, r.peaks),
         )
     tables = [t1]
     if idle is not None:
         t2 = Table(title="idle subscriptions on one sync server process")
         for col in ("subscriptions", "server RSS before → after MB", "KB per subscription", "target", "met",
-                    "connect+auth+subscribe s"):  # fmt: skip
+                    "connect+auth+subscribe s", "cores used (connecting)"):  # fmt: skip
             t2.add_column(col, justify="right")
         t2.add_row(
             f"{idle.subscriptions:,} ({idle.sessions_reported:,} sessions)",
@@ -516,28 +564,42 @@ def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Tab
             f"< {TARGET_KB:g} KB",
             "[green]yes[/]" if idle.kb_per_sub < TARGET_KB else "[red]no[/]",
             f"{idle.connect_s:.1f}",
+            _cores(idle.cores, idle.peaks),
         )
         tables.append(t2)
     if fold is not None:
         t3 = Table(title="folding the journal into Khala documents")
-        for col in ("what", "events", "seconds", "events/s", "target", "met", "vs eventsourcing catch-up"):
-            t3.add_column(col, justify="left" if col in ("what", "target") else "right")
+        for col in ("what", "events", "seconds", "events/s", "target", "met", "vs eventsourcing catch-up",
+                    "cores used"):  # fmt: skip
+            t3.add_column(col, justify="left" if col in ("what", "target", "cores used") else "right")
 
-        def row(what: str, n: int, s: float, target: bool, drift: int | None = None) -> None:
+        def cores(step: str) -> str:
+            return _cores(fold.cores.get(step, {}), fold.peaks.get(step, {}))
+
+        def row(what: str, step: str, n: int, s: float, target: bool, drift: int | None = None) -> None:
             rate = n / s if s else 0.0
             d = "" if drift is None else (f" [red]{drift} drift[/]" if drift else ", 0 drift")
             t3.add_row(
                 what + d, f"{n:,}", f"{s:.2f}", f"{rate:,.0f}",
                 f"≥ {TARGET_REBUILD:,.0f}/s" if target else "",
                 ("[green]yes[/]" if rate >= TARGET_REBUILD else "[red]no[/]") if target else "",
-                f"{rate / PEER_CATCHUP:.0f}x (quoted {PEER_CATCHUP:.0f}/s)",
+                f"{rate / PEER_CATCHUP:.0f}x (quoted {PEER_CATCHUP:.0f}/s)", cores(step),
             )  # fmt: skip
 
         t3.add_row("append (batch API, 1,000/request)", f"{fold.appended:,}", f"{fold.append_s:.2f}",
-                   f"{fold.appended / fold.append_s:,.0f}" if fold.append_s else "-", "", "", "")  # fmt: skip
-        row("projector catch-up (live, journaled)", fold.catchup_events, fold.catchup_s, False)
-        row("oa khala rebuild (whole journal)", fold.rebuild_events, fold.rebuild_s, True, fold.rebuild_drift)
-        row("oa khala audit (whole journal)", fold.audit_events, fold.audit_s, True, fold.audit_drift)
+                   f"{fold.appended / fold.append_s:,.0f}" if fold.append_s else "-", "", "", "", cores("append"))  # fmt: skip
+        row("projector catch-up (live, journaled)", "catchup", fold.catchup_events, fold.catchup_s, False)
+        row(
+            "oa khala rebuild (whole journal)",
+            "rebuild",
+            fold.rebuild_events,
+            fold.rebuild_s,
+            True,
+            fold.rebuild_drift,
+        )
+        row(
+            "oa khala audit (whole journal)", "audit", fold.audit_events, fold.audit_s, True, fold.audit_drift
+        )
         tables.append(t3)
     return tables
 
@@ -556,6 +618,10 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="smoke run: short windows, fewer sockets, fewer events"
     )
     args = p.parse_args(argv)
+    benchlib.save_results("sync", lambda: run(args), argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     subs = [int(x) for x in args.subscribers.split(",")]
     rates = [float(x) for x in args.rates.split(",")]
     seconds, idle_n, events = args.seconds, args.idle, args.events
@@ -626,23 +692,15 @@ def main(argv: list[str] | None = None) -> None:
     console.print(
         f"whole run {elapsed:.0f} s; latency windows {seconds:g} s each; psutil {psutil.__version__}"
     )
-    benchlib.RESULTS_DIR.mkdir(exist_ok=True)
-    out = benchlib.RESULTS_DIR / "sync.json"
-    out.write_text(
-        json.dumps(
-            {
-                "cpu_count": os.cpu_count(),
-                "seconds": seconds,
-                "elapsed_s": round(elapsed, 1),
-                "latency": [asdict(r) for r in lat],
-                "idle": asdict(idle) if idle else None,
-                "fold": asdict(fold) if fold else None,
-                "profiles": b.profiles,
-            },
-            indent=2,
-        )
-    )
-    console.print(f"results: {out}")
+    return {
+        "cpu_count": os.cpu_count(),
+        "seconds": seconds,
+        "elapsed_s": round(elapsed, 1),
+        "latency": [asdict(r) for r in lat],
+        "idle": asdict(idle) if idle else None,
+        "fold": asdict(fold) if fold else None,
+        "profiles": b.profiles,
+    }
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI
 
 from oa.khala.auth.jwks import KeySet, StaticKeys, VerificationKey
 from oa.khala.auth.verifier import SyncTokenVerifier, VerifierConfig
 from oa.khala.sync.app import create_sync_app
+from oa.khala.sync.hub import Hub
 from oa.khala.sync.session import SessionLimits
 from oa.khala.sync.tokens import verify_with
 from oa.khala.topics import TOPIC_NAMES
@@ -62,6 +64,16 @@ def verifier() -> SyncTokenVerifier:
 class Khala:
     url: str
     projector: Projector
+    app: FastAPI
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.app.state.hub
+        return hub
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
 
 @asynccontextmanager
@@ -75,7 +87,7 @@ async def running_khala(
     )
     try:
         async with serve_in_loop(app) as url:
-            yield Khala(url, projector)
+            yield Khala(url, projector, app)
     finally:
         await projector.stop()
 

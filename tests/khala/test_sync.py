@@ -195,3 +195,18 @@ async def test_one_projector_transaction_is_one_batch(
     topics = {u["topic"] for u in batch["updates"]}
     assert topics == {RUNS, "runtime.notifications"}, batch
     await ws.close()
+
+
+async def test_a_malformed_refresh_is_refused_and_the_socket_stays_open(khala: Khala) -> None:
+    """Like any other refused refresh (e.g. a garbage token): an error, then business as usual."""
+    ws = await raw_session(khala, mint("alice"))
+    await next_frame(ws, "ready")
+    for bad in ({}, {"token": ""}, {"token": 42}, {"token": None}, {"token": ["x"]}, {"token": "garbage"}):
+        await ws.send(json.dumps({"type": "refresh_token", **bad}))
+        err = await next_frame(ws, "never")
+        assert err["code"] == "unauthorized" and err["fatal"] is False, (bad, err)
+    await ws.send(json.dumps({"type": "subscribe", "topics": [RUNS]}))
+    assert (await next_frame(ws, "subscribed"))["type"] == "subscribed"
+    await ws.send(json.dumps({"type": "refresh_token", "token": mint("alice")}))
+    assert (await next_frame(ws, "token_refreshed"))["type"] == "token_refreshed"
+    await ws.close()

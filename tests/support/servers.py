@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from oa.cli.serve import EmbeddedServer
+from oa.cli.serve import WS_IMPL, EmbeddedServer
 
 
 def free_port() -> int:
@@ -31,7 +31,7 @@ def free_port() -> int:
 async def serve_in_loop(app: FastAPI) -> AsyncIterator[str]:
     """Serve `app` on a free port in the running loop; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws=WS_IMPL)
     server = EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

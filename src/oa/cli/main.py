@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import runpy
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +13,20 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd
+from oa.cli import (
+    account_cmd,
+    bench_cmd,
+    control_cmd,
+    khala_cmd,
+    mcp_cmd,
+    replay_cmd,
+    runs_cmd,
+    spend_cmd,
+    workers_cmd,
+)
+from oa.cli.identity import Identity, acting_as
+from oa.cli.idle import stop_when_idle
+from oa.cli.runtime_client import sign_as
 from oa.cli.serve import (
     Listening,
     control_server,
@@ -22,9 +35,9 @@ from oa.cli.serve import (
     runtime_server,
     serve_all,
 )
-from oa.deployment import LocalDeployment
+from oa.deployment import DeploymentRunning, LocalDeployment
 from oa.runtime.projector.projector import Projector
-from oa.runtime.signing import load_or_create_secret, sign_caller
+from oa.runtime.signing import load_or_create_secret
 from oa.store.database import with_user
 
 app = typer.Typer(
@@ -34,11 +47,15 @@ token_app = typer.Typer(help="Mint short-lived tokens for the local deployment."
 serve_app = typer.Typer(
     help="Run one server in the foreground (for tests and operators).", no_args_is_help=True
 )
-bench_app = typer.Typer(help="Benchmarks (tables printed; see bench/).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(workers_cmd.app, name="workers")
+app.command("login")(account_cmd.login)
+app.command("logout")(account_cmd.logout)
+app.command("whoami")(account_cmd.whoami)
+token_app.command("sync")(account_cmd.token_sync)
 app.add_typer(khala_cmd.app, name="khala")
 app.add_typer(control_cmd.app, name="control")
 app.add_typer(mcp_cmd.app, name="mcp")
@@ -55,9 +72,32 @@ def run(
     runtime_port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
     control_port: Annotated[int, typer.Option(envvar="OA_CONTROL_PORT")] = 8788,
     khala_port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
+    idle_exit_s: Annotated[
+        float, typer.Option(hidden=True, help="Stop after this long without an agent holding --idle-lock.")
+    ] = 0,
+    idle_lock: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C."""
+    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C.
+
+    One deployment per OA_HOME: a second `oa run` there refuses, naming the first one."""
     dep = LocalDeployment.from_env()
+    try:
+        with dep.claim():
+            idle = (idle_lock, idle_exit_s) if idle_lock is not None and idle_exit_s > 0 else None
+            _run(dep, host, runtime_port, control_port, khala_port, idle)
+    except DeploymentRunning as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def _run(
+    dep: LocalDeployment,
+    host: str,
+    runtime_port: int,
+    control_port: int,
+    khala_port: int,
+    idle: tuple[Path, float] | None = None,
+) -> None:
     with console.status("starting Postgres and applying migrations"):
         url = prepare_database(dep)
     port = pick_port(host, runtime_port)
@@ -65,6 +105,12 @@ def run(
     listening = [Listening("runtime /internal/v1", f"http://{host}:{port}")]
     cport = pick_port(host, control_port if control_port != port else 0)
     kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
+    taken = [
+        f"{name} port {wanted} is taken (another program or deployment): using {got}"
+        for name, wanted, got in (("runtime", runtime_port, port), ("control", control_port, cport),
+                                  ("khala", khala_port, kport))
+        if wanted and wanted != got
+    ]  # fmt: skip
     # The dashboard Khala serves signs in to this control from Khala's origin (CORS).
     origins = [f"http://{host}:{kport}"] + ([f"http://localhost:{kport}"] if host == "127.0.0.1" else [])
     os.environ.setdefault("OA_CONTROL_CORS_ORIGINS", ",".join(origins))
@@ -80,6 +126,7 @@ def run(
         {"OA_CONTROL_URL": f"http://{host}:{cport}", "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key},
     )
     listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
+    listening.append(Listening("dashboard", f"{khala_url}/dashboard/"))
 
     def ready() -> None:
         dep.write_env(
@@ -91,6 +138,7 @@ def run(
                 "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
                 "OA_DATABASE_URL": url,
                 "OA_HOME": str(dep.home),
+                "OA_PID": str(os.getpid()),
             }
         )
         table = Table(title="OpenAgents is running (Ctrl-C stops it)")
@@ -105,17 +153,24 @@ def run(
         )
         table.add_row("clients read", str(dep.env_file))
         console.print(table)
-        hint = f'curl -H "X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)" {listening[0].url}/healthz'
-        console.print(f"try: [bold]{hint}[/]")
+        for line in taken:
+            console.print(f"[yellow]note[/]: {line}; clients find it in {dep.env_file}")
+        console.print(
+            "next: [bold]oa control user add EMAIL[/], [bold]oa login --email EMAIL[/], "
+            f"then open [bold]{khala_url}/dashboard/[/] (README: Using it)"
+        )
 
     async def everything() -> None:
         # The projector (Khala's only writer) runs beside the servers; it holds a leader
         # lock, so a second `oa run` on the same database waits as a standby.
         projector = Projector(with_user(url, khala_cmd.WRITER_ROLE))
         projector.start()
+        watcher = asyncio.create_task(stop_when_idle(*idle)) if idle else None
         try:
             await serve_all([runtime, control, khala], on_ready=ready)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await projector.stop()
 
     uvloop.run(everything())
@@ -179,7 +234,10 @@ def _serve_workers(workers: int, host: str, port: int, pool_size: int) -> None:
 
 @token_app.command("runtime")
 def token_runtime(
-    user: Annotated[str | None, typer.Option(help="User id; the principal becomes user:ID.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Operators: user id, the principal becomes user:ID (default: oa login's)."),
+    ] = None,
     principal: Annotated[str | None, typer.Option(help="A full principal, e.g. service:codex.")] = None,
     ttl: Annotated[int, typer.Option(min=1, max=900, help="Seconds the signature lives.")] = 300,
     org: Annotated[
@@ -187,12 +245,19 @@ def token_runtime(
         typer.Option(help="Act for this org (id or name); checked against control's memberships."),
     ] = None,
 ) -> None:
-    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment."""
-    if (user is None) == (principal is None):
-        raise typer.BadParameter("give exactly one of --user or --principal")
-    who = principal or f"user:{user}"
-    secret = _caller_secret()
-    print(sign_caller(secret, who, ttl, org=_org_for(who, org) if org is not None else None))
+    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment (default: as the
+    account `oa login` signed in to, in its org; --user/--principal are for operators, and
+    their --org is checked against control's memberships)."""
+    if user is not None and principal is not None:
+        raise typer.BadParameter("give at most one of --user or --principal")
+    operator = principal or user
+    if operator is None:
+        who = acting_as(None, org)
+    else:
+        who = acting_as(operator)
+        if org is not None:
+            who = Identity(who.principal, _org_for(who.principal, org))
+    print(sign_as(who, ttl))
 
 
 def _org_for(principal: str, org: str) -> str:
@@ -215,93 +280,6 @@ def _org_for(principal: str, org: str) -> str:
     except OAError as exc:
         Console(stderr=True).print(f"[red]refused ({exc.code}):[/] {exc.message}")
         raise typer.Exit(1) from None
-
-
-def _caller_secret() -> bytes:
-    env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
-    if env:
-        return env.encode()
-    return load_or_create_secret(LocalDeployment.from_env().caller_secret_file)
-
-
-@bench_app.command("append")
-def bench_append(
-    seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
-    writers: Annotated[int, typer.Option(help="Concurrent writers.")] = 32,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-    server_workers: Annotated[int, typer.Option(help="Runtime processes sharing the port.")] = 1,
-) -> None:
-    """Append throughput and latency through the HTTP API vs pgbench and eventsourcing."""
-    args = ["--seconds", str(seconds), "--writers", str(writers), "--server-workers", str(server_workers)]
-    _run_bench("append.py", [*args, *(["--quick"] if quick else [])])
-
-
-@bench_app.command("spend")
-def bench_spend(
-    seconds: Annotated[float, typer.Option(help="Duration of each phase.")] = 5.0,
-    reservers: Annotated[int, typer.Option(help="Concurrent reservers.")] = 32,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-) -> None:
-    """Reservations per second: one hot authorization vs 100 authorizations."""
-    _run_bench(
-        "spend.py",
-        ["--seconds", str(seconds), "--reservers", str(reservers), *(["--quick"] if quick else [])],
-    )
-
-
-@bench_app.command("replay")
-def bench_replay(
-    events: Annotated[int, typer.Option(help="Events in the run.")] = 100_000,
-) -> None:
-    """Export and verify a large run's REPLAY.jsonl (events per second)."""
-    _run_bench("replay.py", ["--events", str(events)])
-
-
-@bench_app.command("auth")
-def bench_auth(
-    seconds: Annotated[float, typer.Option(help="Duration of each timed phase.")] = 3.0,
-    tokens: Annotated[int, typer.Option(help="Distinct tokens to verify.")] = 20_000,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-) -> None:
-    """Sync tokens minted and verified per second on one core (targets 2,000 and 20,000)."""
-    _run_bench(
-        "auth.py", ["--seconds", str(seconds), "--tokens", str(tokens), *(["--quick"] if quick else [])]
-    )
-
-
-@bench_app.command("browser")
-def bench_browser(
-    rate: Annotated[float, typer.Option(help="Events per second.")] = 100.0,
-    seconds: Annotated[float, typer.Option(help="How long to append.")] = 10.0,
-    quick: Annotated[bool, typer.Option(help="A 3 s smoke run.")] = False,
-) -> None:
-    """Commit -> pixels latency in the dashboard (Chromium), p50 and p99, measured in the page."""
-    _run_bench(
-        "browser.py", ["--rate", str(rate), "--seconds", str(seconds), *(["--quick"] if quick else [])]
-    )
-
-
-@bench_app.command("sync")
-def bench_sync(
-    seconds: Annotated[float, typer.Option(help="Measured window per latency phase.")] = 8.0,
-    idle: Annotated[int, typer.Option(help="Idle subscriptions.")] = 10_000,
-    events: Annotated[int, typer.Option(help="Events appended for rebuild/audit.")] = 100_000,
-    no_deflate: Annotated[bool, typer.Option(help="Clients do not offer permessage-deflate.")] = False,
-    profile: Annotated[bool, typer.Option(help="py-spy the sync server in each phase.")] = False,
-    quick: Annotated[bool, typer.Option(help="Short phases (smoke run).")] = False,
-) -> None:
-    """Commit → client latency under fan-out, memory per idle subscription, rebuild/audit speed."""
-    flags = [*(["--no-deflate"] if no_deflate else []), *(["--profile"] if profile else [])]
-    flags += ["--quick"] if quick else []
-    _run_bench("sync.py", ["--seconds", str(seconds), "--idle", str(idle), "--events", str(events), *flags])
-
-
-def _run_bench(script: str, args: list[str]) -> None:
-    path = Path(__file__).resolve().parents[3] / "bench" / script
-    if not path.exists():
-        raise SystemExit(f"{path} not found: benchmarks run from a source checkout")
-    sys.argv = [str(path), *args]
-    runpy.run_path(str(path), run_name="__main__")
 
 
 def main() -> None:  # pragma: no cover

@@ -92,21 +92,26 @@ async def rows_after(
 
 
 async def snapshot(
-    conn: asyncpg.Connection, topic: str, user_id: str, org_id: str | None, limit: int
+    conn: asyncpg.Connection | asyncpg.Pool, topic: str, user_id: str, org_id: str | None, limit: int
 ) -> tuple[int, list[JournalRow]]:
     """A consistent view of a topic for one user: its head watermark and visible documents.
 
-    Call inside a REPEATABLE READ transaction so both come from one snapshot.
+    One statement, so one MVCC snapshot whatever the caller's isolation level: the head
+    is exactly the state of the documents returned (a client resuming from it is sent
+    nothing it already has and misses nothing). Each document row also carries the head.
     """
-    head = await conn.fetchval("SELECT watermark FROM khala.topic_heads WHERE topic = $1", topic) or 0
     recs = await conn.fetch(
-        "SELECT d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user, d.org_id"
-        " FROM khala.documents d JOIN khala.state s ON s.live_generation = d.generation"
-        " WHERE d.topic = $1 AND (d.owner_user = $2 OR (d.org_id IS NOT NULL AND d.org_id = $3))"
-        " ORDER BY d.doc_key LIMIT $4",
+        "SELECT h.head, d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash,"
+        " d.owner_user, d.org_id"
+        " FROM (SELECT coalesce(max(watermark), 0) AS head FROM khala.topic_heads WHERE topic = $1) h"
+        " LEFT JOIN LATERAL (SELECT d.* FROM khala.documents d JOIN khala.state s"
+        "   ON s.live_generation = d.generation"
+        "   WHERE d.topic = $1 AND (d.owner_user = $2 OR (d.org_id IS NOT NULL AND d.org_id = $3))"
+        "   ORDER BY d.doc_key LIMIT $4) d ON true",
         topic,
         user_id,
         org_id,
         limit,
     )
-    return int(head), _rows(list(recs))
+    head = int(recs[0]["head"]) if recs else 0
+    return head, [JournalRow(*r[1:]) for r in recs if r["doc_key"] is not None]

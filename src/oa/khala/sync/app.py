@@ -6,20 +6,20 @@ write a read model: the single-writer rule holds in the database, not just in th
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from oa.http import create_app, json_response
 from oa.khala.admin.api import admin_router
 from oa.khala.admin.key import admin_key_required
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
+from oa.khala.sync.hangup import TransportAbort, hang_up
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import Verify
 from oa.khala.sync.session import Session, SessionLimits
@@ -41,6 +41,7 @@ def create_sync_app(
 ) -> FastAPI:
     """`verify_token` checks a token for any of Khala's resources (`principal` says what
     each means): the HTTP reads take both, the socket only `khala-sync` tokens.
+    `limits` default to `SessionLimits.from_env()` (`OA_KHALA_MAX_QUEUED_BYTES`, ...).
 
     `revocations`, when given, is polled while the app runs and closes revoked sockets.
     `admin_key` opens the admin API (`/admin/v1`) and the operator endpoints (status, lag,
@@ -50,7 +51,7 @@ def create_sync_app(
     `oa_khala_gate` (`gate_url`; by default the reader's server and database as that role),
     which may only call the owner's functions (see `oa/store/privileges.py`).
     """
-    limits = limits or SessionLimits()
+    limits = limits or SessionLimits.from_env()
     gate_url = gate_url or with_user(reader_url, GATE)
     verify = for_sockets(verify_token)  # what the socket endpoint below uses
     operator = [Depends(admin_key_required(admin_key))]
@@ -58,7 +59,7 @@ def create_sync_app(
     async def start(app: FastAPI) -> None:
         pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
         app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
-        hub = Hub(reader_url, pool)
+        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes)
         await hub.start()
         app.state.hub = hub
         if revocations is not None:
@@ -85,6 +86,7 @@ def create_sync_app(
         www_authenticate="Bearer",
     )
     app.include_router(admin_router(admin_key, deployment_class))
+    app.add_middleware(TransportAbort)  # lets a socket that stopped reading be closed hard
 
     @app.websocket("/sync/v1/ws")
     async def ws_endpoint(ws: WebSocket) -> None:
@@ -107,9 +109,8 @@ def create_sync_app(
         try:
             await session.run()
         finally:
-            if ws.application_state != WebSocketState.DISCONNECTED:
-                with contextlib.suppress(Exception):
-                    await ws.close(4000 if session._closing else 1000)
+            code = 4000 if session.closing is not None else 1000
+            await hang_up(ws, code, limits.write_timeout_s, stalled=session.stalled)
 
     @app.get(
         "/sync/v1/topics/{topic}/snapshot",

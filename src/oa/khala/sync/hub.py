@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,12 +29,21 @@ log = logging.getLogger(__name__)
 
 
 class Hub:
-    def __init__(self, url: str, pool: asyncpg.Pool, poll_s: float = 1.0) -> None:
+    """`max_queued_bytes` caps the outbound bytes of all sessions together (each session has
+    its own cap too): a crowd of slow consumers cannot grow the process past it. A frame
+    shared by many sockets counts once per socket, so the count errs on the safe side."""
+
+    def __init__(
+        self, url: str, pool: asyncpg.Pool, poll_s: float = 1.0, max_queued_bytes: int = 128 << 20
+    ) -> None:
         self._url = url
         self.pool = pool
         self._poll = poll_s
         self.heads: dict[str, int] = dict.fromkeys(TOPIC_NAMES, 0)
         self.sessions: set[Session] = set()
+        self.sockets_per_user: Counter[str] = Counter()
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0  # frames waiting in every session's outbound queue
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches_dispatched = 0
@@ -54,6 +64,18 @@ class Hub:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+
+    def register(self, session: Session, user_id: str) -> None:
+        if session not in self.sessions:
+            self.sessions.add(session)
+            self.sockets_per_user[user_id] += 1
+
+    def unregister(self, session: Session, user_id: str) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.sockets_per_user[user_id] -= 1
+            if self.sockets_per_user[user_id] <= 0:
+                del self.sockets_per_user[user_id]
 
     def subscribers(self, topic: str) -> int:
         return sum(1 for s in self.sessions if topic in s.topics)

@@ -58,11 +58,14 @@ def parse(raw: str | bytes) -> dict[str, Any]:
     return msg
 
 
-def token_of(msg: dict[str, Any]) -> str:
+def token_of(msg: dict[str, Any], fatal: bool = True) -> str:
+    """The message's token; missing or not a non-empty string is refused (`fatal` for `auth`)."""
     token = msg.get("token")
     if not isinstance(token, str) or not token:
         raise ProtocolError(
-            "unauthorized", f"{msg['type']} needs a `token` (a sync token from control)", fatal=True
+            "unauthorized",
+            f"{msg['type']} needs a `token`: a non-empty string, the sync token from control",
+            fatal=fatal,
         )
     return token
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -32,11 +33,41 @@ class SessionLimits:
     auth_timeout_s: float = 10.0
     heartbeat_s: float = 15.0
     idle_timeout_s: float = 60.0
-    outbound_queue: int = 256  # batches; beyond that the client is a slow consumer
+    outbound_queue: int = 256  # frames; beyond that the client is a slow consumer
+    # Bytes waiting to be written to one socket; beyond that the client is a slow consumer.
+    # A replay reads its next page only once the queue is below half of this.
+    max_queued_bytes: int = 4 << 20
+    # The same for every socket of the process together (the hub keeps the count).
+    max_server_queued_bytes: int = 256 << 20
+    # A socket that takes longer than this to accept one frame is closed hard: its
+    # transport is aborted, whatever state it is in (a peer that stopped reading).
+    write_timeout_s: float = 10.0
+    max_sockets_per_user: int = 50
     reconnect_after_ms: int = 1000
     messages_per_s: float = 20.0
     burst: int = 40
-    replay_page: int = 500
+    replay_page: int = 500  # rows at most; fewer when rows are big (half the byte cap a page)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SessionLimits:
+        """Defaults, overridden by `OA_KHALA_<FIELD>` (e.g. OA_KHALA_MAX_QUEUED_BYTES=1048576)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"OA_KHALA_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls, f.name))
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SystemExit(
+                    f"OA_KHALA_{f.name.upper()}={raw!r} is not a {kind.__name__}; set a number"
+                ) from None
+            if value <= 0:
+                raise SystemExit(f"OA_KHALA_{f.name.upper()} must be positive, not {raw!r}")
+            values[f.name] = value
+        return cls(**values)
 
 
 class Session:
@@ -59,14 +90,30 @@ class Session:
         self.topics: set[str] = set()
         # (live topics, user, org): sessions with equal keys share one encoded frame per batch.
         self._fanout_key: tuple[tuple[str, ...], str, str | None] | None = None
-        self._replaying: dict[str, list[list[JournalRow]]] = {}
+        # Topics still replaying from the journal: live batches for them are skipped, the
+        # replay reads them from the journal instead (it chases the hub's heads).
+        self._replaying: set[str] = set()
+        # topic -> the highest watermark this client has while it replays (its cursor, then
+        # what it was sent): nothing at or below it is ever sent again.
+        self._after: dict[str, int] = {}
+        # topic -> a cursor still ahead of the hub's head when the topic went live.
+        self._ahead: dict[str, int] = {}
+        self._replay_task: asyncio.Task[None] | None = None
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue)
+        self.queued_bytes = 0
+        self._drained = asyncio.Event()
         self._closing: ProtocolError | None = None
+        self.stalled = False  # a write did not complete within write_timeout_s
         self._last_inbound = time.monotonic()
         self._last_heartbeat = time.monotonic()
         self._tokens = float(limits.burst)
         self._refill_at = time.monotonic()
         self.closed = asyncio.Event()
+
+    @property
+    def closing(self) -> ProtocolError | None:
+        """The fatal error this session is closing with, if any."""
+        return self._closing
 
     # -- outbound ---------------------------------------------------------------------
 
@@ -77,19 +124,25 @@ class Session:
         p = self.principal
         if p is None or self._closing is not None:
             return
-        mine = [r for r in batch if r.topic in self.topics]
+        live = self.topics - self._replaying if self._replaying else self.topics
+        mine = [r for r in batch if r.topic in live]
         if not mine:
             return
-        replaying = {r.topic for r in mine} & set(self._replaying)
-        if replaying:
-            for topic in replaying:
-                self._replaying[topic].append([r for r in mine if r.topic == topic])
-            mine = [r for r in mine if r.topic not in replaying]
-            if not mine:
+        if self._ahead:
+            # The client's cursor was ahead of this hub (it resumed from an HTTP snapshot the
+            # hub had not caught up with): rows at or below it are never sent.
+            ahead = self._ahead
+            fresh = [r for r in mine if r.watermark > ahead.get(r.topic, 0)]
+            for t in [t for t, wm in ahead.items() if heads.get(t, 0) >= wm]:
+                del ahead[t]
+            if len(fresh) != len(mine):
+                keep = [r for r in fresh if r.visible_to(p.user_id, p.org_id)]
+                if keep:
+                    self._enqueue(batch_frame(keep, True, {t: heads.get(t, 0) for t in sorted(live)}))
                 return
         key = self._fanout_key
         if key is None:
-            key = self._fanout_key = (tuple(sorted(self.topics - set(self._replaying))), p.user_id, p.org_id)
+            key = self._fanout_key = (tuple(sorted(live)), p.user_id, p.org_id)
         if key not in cache:
             # Sessions that see the same rows share one encoded frame, whoever they are
             # (e.g. every member of an org), so encoding is per distinct view, not per user.
@@ -103,39 +156,91 @@ class Session:
         if data is not None:
             self._enqueue(data)
 
-    def _enqueue(self, data: bytes) -> None:
+    def _enqueue(self, data: bytes, paced: bool = False) -> None:
+        """Queue a frame, or call the client a slow consumer: too many frames, too many bytes
+        for this socket, or for the whole server. One frame always fits an empty queue.
+
+        `paced` frames (replay pages) skip the byte check: the replay waited for room and
+        sized its page to it, so they can overshoot the cap by at most one page."""
+        size = len(data)
+        if (
+            not paced
+            and self.queued_bytes
+            and (
+                self.queued_bytes + size > self.limits.max_queued_bytes
+                or self.hub.queued_bytes + size > self.hub.max_queued_bytes
+            )
+        ):
+            self._slow_consumer()
+            return
         try:
             self._out.put_nowait(data)
         except asyncio.QueueFull:
-            self.fail(
-                ProtocolError(
-                    "slow_consumer",
-                    "you fell too far behind the live stream; reconnect and resume from your watermarks",
-                    fatal=True,
-                    reconnect_after_ms=self.limits.reconnect_after_ms,
-                )
+            self._slow_consumer()
+            return
+        self._count(size)
+
+    def _count(self, size: int) -> None:
+        self.queued_bytes += size
+        self.hub.queued_bytes += size
+
+    def _slow_consumer(self) -> None:
+        self.fail(
+            ProtocolError(
+                "slow_consumer",
+                "you fell too far behind the live stream; reconnect and resume from your watermarks",
+                fatal=True,
+                reconnect_after_ms=self.limits.reconnect_after_ms,
             )
+        )
 
     def fail(self, err: ProtocolError) -> None:
         """Send `err` ahead of anything queued and close (if fatal)."""
+        data = err.frame()
         if err.fatal:
             if self._closing is not None:
                 return
             self._closing = err
-            while not self._out.empty():
-                self._out.get_nowait()
-            self._out.put_nowait(err.frame())
+            self._discard_queued()
+            self._out.put_nowait(data)
             self._out.put_nowait(None)
+            self._count(len(data))
         else:
             with contextlib.suppress(asyncio.QueueFull):
-                self._out.put_nowait(err.frame())
+                self._out.put_nowait(data)
+                self._count(len(data))
+
+    def _discard_queued(self) -> None:
+        while not self._out.empty():
+            self._count(-len(self._out.get_nowait() or b""))
 
     async def _writer(self) -> None:
         while True:
             data = await self._out.get()
             if data is None:
                 return
-            await self._send(data)
+            try:
+                # A peer that stops reading fills the kernel's and the server's buffers,
+                # then a send waits forever: past the timeout the socket is given up.
+                await asyncio.wait_for(self._send(data), self.limits.write_timeout_s)
+            except TimeoutError:
+                self.stalled = True
+                log.info(
+                    "khala socket took over %ss to take a frame; aborting it", self.limits.write_timeout_s
+                )
+                return
+            finally:
+                self._count(-len(data))
+                self._drained.set()
+
+    async def _room(self) -> None:
+        """Wait until this socket's queue is under half its byte cap, and the server's too."""
+        half, server_half = self.limits.max_queued_bytes // 2, self.hub.max_queued_bytes // 2
+        while self.queued_bytes > half or self.hub.queued_bytes > server_half:
+            self._drained.clear()
+            # Other sessions' writers free server room without telling us: poll as well.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), 0.05)
 
     # -- the session --------------------------------------------------------------------
 
@@ -145,13 +250,20 @@ class Session:
         try:
             await asyncio.wait([writer, reader_task], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.hub.sessions.discard(self)
+            if self.principal is not None:
+                self.hub.unregister(self, self.principal.user_id)
             reader_task.cancel()
+            if self._replay_task is not None:
+                self._replay_task.cancel()
             if not writer.done():
-                # Let a queued fatal error reach the client before the socket closes.
+                # Let a queued fatal error reach the client before the socket closes
+                # (each write is bounded by write_timeout_s).
                 with contextlib.suppress(TimeoutError, Exception):
                     await asyncio.wait_for(writer, 1.0)
                 writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self._discard_queued()  # free what was never sent
             self.closed.set()
 
     async def _read_loop(self) -> None:
@@ -193,16 +305,26 @@ class Session:
             raise ProtocolError(exc.code, exc.message, fatal=not refresh, reason=exc.reason) from None
         if refresh and self.principal is not None and p.user_id != self.principal.user_id:
             raise ProtocolError("unauthorized", "a refreshed token must be for the same user", fatal=True)
+        if not refresh:
+            cap = self.limits.max_sockets_per_user
+            open_now = self.hub.sockets_per_user[p.user_id]
+            if open_now >= cap:
+                raise ProtocolError(
+                    "too_many_connections",
+                    f"user {p.user_id} already has {open_now} open sockets, the limit is {cap}; "
+                    "close some (one socket can subscribe to every topic)",
+                    fatal=True,
+                    limit=cap,
+                )
         self.principal = p
         self._fanout_key = None
         lost = [t for t in self.topics if t not in p.scopes]
         for t in lost:
-            self.topics.discard(t)
-            self._fanout_key = None
+            self._drop_topic(t)
             self.fail(
                 ProtocolError("forbidden_topic", f"the new token does not grant {t}; unsubscribed", topic=t)
             )
-        self.hub.sessions.add(self)
+        self.hub.register(self, p.user_id)
         self._enqueue(
             protocol.frame(
                 "token_refreshed" if refresh else "ready",
@@ -231,14 +353,13 @@ class Session:
         if kind == "heartbeat":
             self._enqueue(protocol.frame("heartbeat", sent_at_ms=int(time.time() * 1000)))
         elif kind == "refresh_token":
-            await self._authenticate(protocol.token_of(msg), refresh=True)
+            # A refused refresh, malformed or not, leaves the socket on its current token.
+            await self._authenticate(protocol.token_of(msg, fatal=False), refresh=True)
         elif kind == "auth":
             raise ProtocolError("bad_request", "already authenticated; use refresh_token to swap tokens")
         elif kind == "unsubscribe":
             for t in msg.get("topics") or []:
-                self.topics.discard(t)
-                self._replaying.pop(t, None)
-            self._fanout_key = None
+                self._drop_topic(t)
         elif kind == "subscribe":
             assert self.principal is not None
             await self._subscribe(protocol.parse_subscribe(msg, self.principal.scopes))
@@ -269,41 +390,88 @@ class Session:
                     head_watermark=head,
                 )
             cursors[topic] = cursor
-        # Live batches that arrive while we replay are held back, then merged (no gap, no repeat).
-        for topic in cursors:
-            self._replaying[topic] = []
+        for topic, cursor in cursors.items():
             self.topics.add(topic)
+            self._replaying.add(topic)
+            self._after[topic] = cursor
         self._fanout_key = None
-        target = {t: self.hub.heads.get(t, 0) for t in cursors}
         self._enqueue(
             protocol.frame(
-                "subscribed", topics=list(cursors), request_id=sub.request_id, head_watermarks=target
+                "subscribed",
+                topics=list(cursors),
+                request_id=sub.request_id,
+                head_watermarks={t: max(self.hub.heads.get(t, 0), c) for t, c in cursors.items()},
             )
         )
+        # In a task of its own, so heartbeats and refreshes are still read while a replay
+        # waits for a slow socket; replays of successive subscribes run one after another.
+        previous = self._replay_task
+        self._replay_task = asyncio.create_task(self._replay(cursors, previous))
+
+    async def _replay(self, cursors: Mapping[str, int], previous: asyncio.Task[None] | None = None) -> None:
+        """Send the journal past the cursors page by page, as the socket drains, then go live.
+
+        Live batches for these topics are skipped meanwhile: the replay chases the hub's
+        heads instead, and switches to live (without awaiting) once it has read up to them,
+        so nothing is missed or repeated and nothing is held in memory but one page.
+        """
+        if previous is not None:
+            await previous
+        try:
+            await self._replay_pages(cursors)
+        except Exception:  # the journal could not be read (Postgres restarting...)
+            log.warning("khala replay failed", exc_info=True)
+            self.fail(
+                ProtocolError(
+                    "internal_error",
+                    "the server could not replay the journal; reconnect and resume from your watermarks",
+                    fatal=True,
+                    reconnect_after_ms=self.limits.reconnect_after_ms,
+                )
+            )
+
+    async def _replay_pages(self, cursors: Mapping[str, int]) -> None:
         p = self.principal
         assert p is not None
-        after = dict(cursors)
+        topics = list(cursors)
+        after = self._after
+        page_bytes = self.limits.max_queued_bytes // 2
+        page = min(self.limits.replay_page, 64)  # rows; then sized from what rows weigh
         while True:
-            rows = await reader.rows_after(self.hub.pool, after, target, self.limits.replay_page)
-            if not rows:
+            await self._room()
+            topics = [t for t in topics if t in self._replaying]  # not unsubscribed meanwhile
+            target = {t: self.hub.heads.get(t, 0) for t in topics}
+            behind = {t: after[t] for t in topics if after[t] < target[t]}
+            if not behind:
                 break
+            rows = await reader.rows_after(self.hub.pool, behind, target, page)
+            if self._closing is not None:
+                return
+            rows = [r for r in rows if r.topic in self._replaying]
             for r in rows:
                 after[r.topic] = max(after[r.topic], r.watermark)
             visible = [r for r in rows if r.visible_to(p.user_id, p.org_id)]
             if visible:
-                self._enqueue(batch_frame(visible, False, target))
-        held = {t: self._replaying.pop(t, []) for t in cursors}
+                self._enqueue(batch_frame(visible, False, target), paced=True)
+            if rows:
+                weight = sum(len(r.payload or "") + 200 for r in rows) / len(rows)
+                page = max(1, min(self.limits.replay_page, int(page_bytes / weight)))
+            else:  # nothing stored up to the hub's heads (history rebuilt): nothing to replay
+                after.update({t: target[t] for t in behind})
+        # No await from the check above to here: the next live batch starts past `after`.
+        self._replaying.difference_update(topics)
+        for t in topics:
+            if after[t] > self.hub.heads.get(t, 0):
+                self._ahead[t] = after[t]
         self._fanout_key = None
-        pending = [
-            r for batches in held.values() for b in batches for r in b if r.watermark > target[r.topic]
-        ]
-        visible = [
-            r
-            for r in sorted(pending, key=lambda r: (r.batch_id, r.topic, r.watermark))
-            if r.visible_to(p.user_id, p.org_id)
-        ]
-        heads = {t: max(target[t], self.hub.heads.get(t, 0)) for t in cursors}
-        self._enqueue(batch_frame(visible, True, heads))
+        self._enqueue(batch_frame([], True, {t: max(self.hub.heads.get(t, 0), after[t]) for t in topics}))
+
+    def _drop_topic(self, topic: str) -> None:
+        self.topics.discard(topic)
+        self._replaying.discard(topic)
+        self._after.pop(topic, None)
+        self._ahead.pop(topic, None)
+        self._fanout_key = None
 
     def tick(self, now: float, wall: float) -> None:
         """Expiry, idleness and heartbeats; the hub calls this for every session each second

@@ -84,6 +84,8 @@ export function route(hash) {
 }
 
 const link = (href, text) => h("a", { href }, text);
+const email = (ctx) => (ctx.session && ctx.session.email) || "you@example.com";
+const who = (ctx) => (ctx.session && ctx.session.email) || "this account";
 const runHref = (id) => `#/runs/${encodeURIComponent(id)}`;
 const docHref = (topic, key) => `#/doc/${encodeURIComponent(topic)}/${key.split("/").map(encodeURIComponent).join("/")}`;
 
@@ -111,6 +113,16 @@ function runsPage(main, ctx) {
       .filter((r) => (!q || r.run_id.includes(q)) && (st === "all" || r.status === st))
       .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "") || b.run_id.localeCompare(a.run_id));
     count.textContent = `${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    if (!runs.length) {
+      const all = ctx.client.list("runtime.run_summaries", RUN).length;
+      body.replaceChildren(h("tr", { id: "runs-empty" }, h("td", { colspan: 6, class: "empty" }, all
+        ? "No run matches the filter."
+        : [h("p", {}, `No runs for ${who(ctx)} yet: a run shows here when it is appended as this account.`),
+           h("p", {}, "In a terminal: ", h("code", {}, `oa login --email ${email(ctx)}`), " then ",
+             h("code", {}, "oa runs append demo run.started"), ". Runs appended with ", h("code", {}, "--user"),
+             " someone else belong to them.")])));
+      return;
+    }
     body.replaceChildren(...runs.slice(0, 500).map((r) =>
       h("tr", { "data-run": r.run_id, "data-status": r.status, "data-seq": r.last_seq },
         h("td", {}, link(runHref(r.run_id), r.run_id)),
@@ -144,7 +156,11 @@ function runPage(main, ctx) {
     const s = ctx.client.get(RUN + id);
     const t = ctx.client.get(TIMELINE + id);
     if (!s) {
-      cards.replaceChildren(h("p", { class: "muted" }, "No such run yet (or not yours). This page updates when it appears."));
+      cards.replaceChildren(h("div", { class: "empty", id: "run-empty" },
+        h("p", {}, `No run `, h("code", {}, id), ` for ${who(ctx)} yet; this page updates when it appears.`),
+        h("p", {}, "A run is yours when it is appended as your account: ", h("code", {}, `oa login --email ${email(ctx)}`),
+          " then ", h("code", {}, `oa runs append ${id} run.started`), ". A run appended with ", h("code", {}, "--user"),
+          " someone else is theirs, and not shown here.")));
     } else {
       const r = s.payload;
       cards.replaceChildren(
@@ -200,7 +216,9 @@ function workersPage(main, ctx) {
         h("td", { class: "hide-sm", title: w.last_heartbeat_at || "" }, ago(w.last_heartbeat_at)),
         h("td", { class: "hide-sm" }, w.last_event_type || "—"), h("td", { class: "num" }, w.errors));
     }));
-    if (!ws.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "no workers yet")));
+    if (!ws.length) body.replaceChildren(h("tr", { id: "workers-empty" }, h("td", { colspan: 6, class: "empty" },
+      `No workers for ${who(ctx)} yet: a Codex worker host registers one (POST /internal/v1/codex/workers, signed as you). `,
+      "In a terminal, ", h("code", {}, "oa workers list"), " shows the same.")));
   };
   draw();
   const timer = setInterval(draw, 1000); // freshness ages even when nothing changes
@@ -236,9 +254,14 @@ function topicPage(main, ctx) {
   const note = h("p", { class: "muted" });
   main.append(h("p", {}, link("#/topics", "← topics")), h("h1", {}, "Topic ", h("code", {}, topic)), note,
     table([["Document"], ["Version", "num"], ["Hash", "hide-sm"]], [body]));
-  const render = (docs) => body.replaceChildren(...docs.sort((a, b) => a.doc_key.localeCompare(b.doc_key)).slice(0, 1000).map((d) =>
-    h("tr", { "data-doc": d.doc_key }, h("td", {}, link(docHref(topic, d.doc_key), d.doc_key)),
-      h("td", { class: "num" }, d.doc_version), h("td", { class: "hide-sm" }, h("code", {}, (d.payload_hash || "").slice(0, 12))))));
+  const render = (docs) => {
+    body.replaceChildren(...docs.sort((a, b) => a.doc_key.localeCompare(b.doc_key)).slice(0, 1000).map((d) =>
+      h("tr", { "data-doc": d.doc_key }, h("td", {}, link(docHref(topic, d.doc_key), d.doc_key)),
+        h("td", { class: "num" }, d.doc_version), h("td", { class: "hide-sm" }, h("code", {}, (d.payload_hash || "").slice(0, 12))))));
+    if (!docs.length) body.replaceChildren(h("tr", { id: "docs-empty" }, h("td", { colspan: 3, class: "empty" },
+      `No documents in this topic for ${who(ctx)} yet: the projector writes one when the runtime records what it reflects `,
+      "(for runs: ", h("code", {}, "oa runs append demo run.started"), ").")));
+  };
   const live = ctx.client.topics.includes(topic);
   if (live) {
     note.textContent = "Live: updates as the projector commits.";
@@ -298,7 +321,10 @@ function healthPage(main, ctx) {
   main.append(h("h1", {}, "Health"),
     h("h2", {}, "Projector lag"), chart,
     table([["Projection"], ["Position", "num"], ["Events behind", "num"], ["Idle", "num hide-sm"], ["Error"]], [proj]),
-    h("h2", {}, "Commit → this page"), e2e,
+    h("h2", {}, "Commit → this page"),
+    h("p", { class: "muted", id: "e2e-note" }, "Measured only on run pages: from an event's commit in the runtime to its row being painted on an open ",
+      h("code", {}, "#/runs/ID"), " page (this one shows the mean of the last 50). Keep a run page open while events arrive to collect samples."),
+    e2e,
     h("h2", {}, "Subscriptions per topic"), table([["Topic"], ["Head", "num"], ["Subscribers", "num"]], [subs]),
     h("h2", {}, "Errors"), table([["When"], ["Source"], ["Projection"], ["Message"]], [errs]),
     h("h2", {}, "This client"), mine);
@@ -323,8 +349,8 @@ function healthPage(main, ctx) {
     }
     const lat = window.oa.metrics.commitToPixels.slice(-50);
     keep(healthHistory.e2e, { t: now, v: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : null });
-    lineChart(chart, [{ name: "events behind the journal", color: "#0969da", points: healthHistory.behind }], { title: "projector lag (events behind) over time" });
-    lineChart(e2e, [{ name: "commit → pixels (ms, run pages)", color: "#8250df", points: healthHistory.e2e }], { unit: "", title: "commit to pixels latency" });
+    lineChart(chart, [{ name: "events behind the journal", color: "#0969da", points: healthHistory.behind }], { title: "projector lag (events behind) over time", integer: true, empty: "no lag samples yet" });
+    lineChart(e2e, [{ name: "commit → pixels (ms, run pages)", color: "#8250df", points: healthHistory.e2e }], { unit: "", title: "commit to pixels latency", empty: "no samples yet: open a run page while events arrive" });
     const c = ctx.client;
     mine.textContent = JSON.stringify({ state: c.state, watermarks: c.watermarks, heads: c.heads, token_expires_at: new Date(c.expiresAt * 1000).toISOString(), ...c.stats, errors: c.stats.errors.slice(-5) }, null, 2);
   };
