@@ -386,7 +386,11 @@ def bench_idle(b: Bench, count: int) -> Idle:
         b.progress.advance(task)
         time.sleep(3.0)  # let every session's first timers and buffers settle
         res.rss_after_mb = khala.rss() / 2**20
-        with urllib.request.urlopen(f"http://127.0.0.1:{b.khala_port}/sync/v1/status", timeout=10) as r:
+        status = urllib.request.Request(
+            f"http://127.0.0.1:{b.khala_port}/sync/v1/status",
+            headers={"Authorization": f"Bearer {b.env['KHALA_SELF_HOSTED_ADMIN_KEY']}"},
+        )
+        with urllib.request.urlopen(status, timeout=10) as r:
             res.sessions_reported = int(json.loads(r.read())["sessions"])
         b.progress.advance(task)
         for h in helpers:
@@ -647,6 +651,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "OA_RUNTIME_CALLER_SECRET": secret,
             "OA_KHALA_JWKS_FILE": str(work / "jwks.json"),
             "OA_SYNC_TOKEN_ISSUER": ISSUER,
+            "KHALA_SELF_HOSTED_ADMIN_KEY": secrets.token_hex(16),  # /sync/v1/status is for operators
         }
         b = Bench(db_url, work, pg, progress, secret, env, deflate=not args.no_deflate)
         phases = set(args.phases.split(","))

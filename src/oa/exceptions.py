@@ -21,6 +21,7 @@
     │       ├── SessionRevoked       session_revoked       its session (`sid`) was revoked
     │       └── OriginNotAllowed     origin_not_allowed    Origin outside the allow-list
     ├── Forbidden                forbidden         403
+    │   └── ForbiddenTopic       forbidden_topic   403   the sync token does not grant the topic
     ├── NotFound                 not_found         404
     ├── Conflict                 conflict          409
     │   ├── InvalidTransition    conflict          409
@@ -135,6 +136,10 @@ class OriginNotAllowed(TokenRejected):
 class Forbidden(OAError):
     code = "forbidden"
     status = 403
+
+
+class ForbiddenTopic(Forbidden):
+    code = "forbidden_topic"
 
 
 class NotFound(OAError):

@@ -38,6 +38,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 ISSUER = "oa-control-browser-test"
+ADMIN_KEY = "browser-admin-key-0123456789abcdef"  # the health page's status and lag need it
 PASSWORD = "correct horse battery staple"
 
 if not CHROMIUM.exists():
@@ -64,6 +65,7 @@ class KhalaChild(ChildProcess):
             "OA_CONTROL_URL": self.control_url,
             "OA_SYNC_TOKEN_ISSUER": ISSUER,
             "OA_HOME": str(self.home),
+            "KHALA_SELF_HOSTED_ADMIN_KEY": ADMIN_KEY,
         }
         self.spawn(["khala", "serve", "--port", str(self.port)], env, self.home / "khala.log", timeout)
 

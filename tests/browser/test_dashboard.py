@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import PASSWORD, Stack
+from tests.browser.conftest import ADMIN_KEY, PASSWORD, Stack
 from tests.conftest import Signer
 
 
@@ -110,12 +110,15 @@ async def test_other_pages(context: Any, stack: Stack, sign: Signer, artifacts: 
     assert '"failed"' in await page.locator("#doc-current").inner_text()
     await page.screenshot(path=str(artifacts / "document.png"), full_page=True)
 
+    # Status and lag are for operators: the page sends the admin key the Operators page keeps.
+    await page.evaluate(f"sessionStorage.setItem('oa.dashboard.admin_key', {ADMIN_KEY!r})")
     await page.goto(f"{stack.khala.url}/dashboard/#/health")
     await page.wait_for_selector("#projections-body tr[data-projection='run_summaries']")
     await page.wait_for_selector("#lag-chart path", state="attached", timeout=10000)
     subs = await page.locator("#subs-body tr[data-topic='runtime.run_summaries'] td").nth(2).inner_text()
     assert int(subs) >= 1  # this page's own subscription
     await page.screenshot(path=str(artifacts / "health.png"), full_page=True)
+    await page.evaluate("sessionStorage.removeItem('oa.dashboard.admin_key')")
 
     await page.goto(f"{stack.khala.url}/dashboard/#/operators")
     note = page.locator("#operators-note")

@@ -77,10 +77,14 @@ class Khala:
 
 
 @asynccontextmanager
-async def running_khala(database_url: str, limits: SessionLimits | None = None) -> AsyncIterator[Khala]:
+async def running_khala(
+    database_url: str, limits: SessionLimits | None = None, admin_key: str | None = None
+) -> AsyncIterator[Khala]:
     projector = Projector(with_user(database_url, "oa_khala_writer"), idle_poll_s=0.5)
     projector.start()
-    app = create_sync_app(with_user(database_url, "oa_khala_reader"), verify_with(verifier()), limits)
+    app = create_sync_app(
+        with_user(database_url, "oa_khala_reader"), verify_with(verifier()), limits, admin_key=admin_key
+    )
     try:
         async with serve_in_loop(app) as url:
             yield Khala(url, projector, app)

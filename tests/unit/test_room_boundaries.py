@@ -5,6 +5,7 @@ oa.khala    never imports oa.runtime, oa.control or oa.agent
 oa.control  never imports oa.runtime, oa.khala or oa.agent
 oa.agent    uses only public clients: never runtime/khala/control internals
 oa.runtime  writes Khala only through its store API (oa.khala.store, oa.khala.topics)
+oa.http     the HTTP plumbing all three services share: neutral, imports no room
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ FORBIDDEN = {
     "control": ("oa.runtime", "oa.khala", "oa.agent", "oa.cli"),
     "agent": ("oa.khala", "oa.control", "oa.cli", "oa.store", "oa.runtime"),
     "runtime": ("oa.control", "oa.agent", "oa.cli", "oa.khala"),
+    # Neutral like oa.exceptions, so every room may use it: it may use none of them.
+    "http": ("oa.store", "oa.runtime", "oa.khala", "oa.control", "oa.agent", "oa.cli"),
 }
 # The narrow doors a room may use anyway, and why.
 ALLOWED = {

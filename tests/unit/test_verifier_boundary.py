@@ -31,3 +31,12 @@ def test_verifier_imports_nothing_from_control_or_runtime() -> None:
 
 def test_control_scopes_are_the_khala_topics() -> None:
     assert tuple(SYNC_SCOPES) == tuple(TOPIC_NAMES)
+
+
+def test_control_and_khala_agree_on_resources_and_audiences() -> None:
+    from oa.control.domain.tokens import DEFAULT_AUDIENCES, DEFAULT_RESOURCE
+    from oa.khala.sync.principal import HTTP_AUDIENCE, HTTP_AUDIENCES, SOCKET_AUDIENCES, SYNC_AUDIENCE
+
+    assert dict(DEFAULT_AUDIENCES) == {"khala-sync": SYNC_AUDIENCE, "khala-http": HTTP_AUDIENCE}
+    assert DEFAULT_AUDIENCES[DEFAULT_RESOURCE] == SYNC_AUDIENCE  # the default serves everything
+    assert set(DEFAULT_AUDIENCES.values()) == HTTP_AUDIENCES and {SYNC_AUDIENCE} == SOCKET_AUDIENCES

@@ -6,11 +6,12 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from oa.control.api.deps import AccountsDep, Session, TokensDep
-from oa.control.api.encode import json_response
 from oa.control.api.errors_doc import error_responses
 from oa.control.api.models import SessionOut, SignIn, WhoAmI
+from oa.http import json_response
+from oa.http.strict import StrictJSONRoute
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=StrictJSONRoute)
 
 
 @router.post(

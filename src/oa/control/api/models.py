@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from oa.http.strict import NoNul  # what reaches Postgres text cannot hold NUL
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -22,9 +24,9 @@ class ErrorEnvelope(BaseModel):
 
 
 class SignIn(Strict):
-    email: Annotated[StrictStr, Field(min_length=3, max_length=320)]
+    email: Annotated[StrictStr, Field(min_length=3, max_length=320), NoNul]
     password: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
-    org: Annotated[StrictStr, Field(max_length=100)] | None = None
+    org: Annotated[StrictStr, Field(max_length=100), NoNul] | None = None
 
 
 class SessionOut(BaseModel):
@@ -48,7 +50,8 @@ class TokenRequest(Strict):
     scopes: Annotated[list[Annotated[StrictStr, Field(max_length=100)]], Field(max_length=20)] | None = None
     ttl_seconds: StrictInt | None = Field(default=None, description="60..900; default 300")
     resource: Annotated[StrictStr, Field(max_length=100)] | None = Field(
-        default=None, description="khala-sync (default) or khala-http; each has its own audience"
+        default=None,
+        description="khala-sync (default: socket and HTTP reads) or khala-http (HTTP reads only)",
     )
 
 
@@ -67,8 +70,8 @@ class TokenOut(BaseModel):
 class RevokeRequest(Strict):
     """Exactly one of: a token id, a session id, or all of your sessions."""
 
-    jti: Annotated[StrictStr, Field(max_length=100)] | None = None
-    session_id: Annotated[StrictStr, Field(max_length=100)] | None = None
+    jti: Annotated[StrictStr, Field(max_length=100), NoNul] | None = None
+    session_id: Annotated[StrictStr, Field(max_length=100), NoNul] | None = None
     all_sessions: StrictBool = False
 
 

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from oa.control.api.deps import Session, TokensDep, service
-from oa.control.api.encode import json_response
 from oa.control.api.errors_doc import error_responses
 from oa.control.api.models import RevocationPage, RevokeOut, RevokeRequest, TokenOut, TokenRequest
 from oa.exceptions import InvalidRequest
+from oa.http import json_response
+from oa.http.strict import StrictJSONRoute
 
-router = APIRouter(prefix="/api/sync", tags=["sync"])
+router = APIRouter(prefix="/api/sync", tags=["sync"], route_class=StrictJSONRoute)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -57,7 +58,9 @@ async def revoke(body: RevokeRequest, who: Session, tokens: TokensDep) -> Respon
 )
 async def revocations(
     tokens: TokensDep,
-    since: Annotated[int, Query(ge=0, description="The cursor of the previous page; 0 for all")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=2**62, description="The cursor of the previous page; 0 for all")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
     return json_response(await tokens.revocations(since, limit), headers=NO_STORE)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from oa.control.api.encode import json_response
 from oa.control.domain.scopes import SYNC_SCOPES
 from oa.control.service.keyring import Keyring
 from oa.control.settings import ControlSettings
+from oa.http import json_response
+from oa.http.strict import StrictJSONRoute
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(tags=["keys"], route_class=StrictJSONRoute)
 # Short enough that a verifier sees a new key well within the rotation lead; verifiers
 # also refetch at once (rate-limited) when they meet an unknown kid.
 JWKS_MAX_AGE_S = 60

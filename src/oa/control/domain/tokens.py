@@ -15,11 +15,15 @@ MIN_TTL_S = 60
 MAX_TTL_S = 900
 DEFAULT_TTL_S = 300
 CLAIMS_VERSION = 1
-# Resources a token can be minted for; each has its own audience so a token for one is
-# refused by the other.
+# Resources a token can be minted for, each with its own audience (Khala states the same
+# meanings in oa/khala/sync/principal.py; tests/unit/test_verifier_boundary.py holds them equal):
 DEFAULT_AUDIENCES: Mapping[str, str] = {
-    "khala-sync": "oa-khala-sync",  # the WebSocket sync server
-    "khala-http": "oa-khala-http",  # HTTP hydration (snapshots over plain requests)
+    # Everything a Khala client does: the live socket and the HTTP reads it hydrates with
+    # (snapshot, document history), so one token serves "snapshot, then subscribe".
+    "khala-sync": "oa-khala-sync",
+    # Khala's HTTP reads only; the socket refuses it. For holders that never keep a live
+    # socket (a server-side renderer, a script): a leaked one cannot follow changes live.
+    "khala-http": "oa-khala-http",
 }
 DEFAULT_RESOURCE = "khala-sync"
 

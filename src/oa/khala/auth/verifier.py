@@ -66,6 +66,9 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 class VerifierConfig:
     issuer: str
     audience: str  # exactly this resource's audience, e.g. "oa-khala-sync"
+    # Further audiences this verifier accepts exactly (the sync server also takes tokens
+    # minted for its HTTP reads only; each entry point then checks `SyncClaims.audience`).
+    also_audiences: frozenset[str] = frozenset()
     algorithms: frozenset[str] = frozenset({"ES256"})
     leeway_s: int = 30
     max_token_bytes: int = 8192
@@ -94,6 +97,11 @@ class SyncClaims:
     expires_at: int
     kid: str
     raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def audience(self) -> str:
+        aud: str = self.raw["aud"]
+        return aud
 
     @property
     def sub(self) -> str:
@@ -190,7 +198,10 @@ class SyncTokenVerifier:
                 raise MissingClaim(f"the token has no {name!r} claim", {"claim": name})
         if p["iss"] != self.config.issuer:
             raise WrongIssuer(f"tokens from {p['iss']!r} are not trusted here", {"iss": p["iss"]})
-        if p["aud"] != self.config.audience:
+        aud = p["aud"]  # a list (JWT allows one) is refused too: unhashable, so test str first
+        if not isinstance(aud, str) or (
+            aud != self.config.audience and aud not in self.config.also_audiences
+        ):
             raise WrongAudience(
                 f"this token is for {p['aud']!r}, not {self.config.audience!r}",
                 {"aud": p["aud"], "expected": self.config.audience},

@@ -21,8 +21,7 @@ import orjson
 from oa.khala.auth.jwks import JwksCache, KeySet, KeySource, StaticKeys
 from oa.khala.auth.revocations import HttpRevocationSource, RevocationList
 from oa.khala.auth.verifier import SyncTokenVerifier, VerifierConfig
-
-SYNC_AUDIENCE = "oa-khala-sync"
+from oa.khala.sync.principal import HTTP_AUDIENCE, SYNC_AUDIENCE
 
 
 @dataclass
@@ -57,5 +56,11 @@ def verifier_from_env(env: Mapping[str, str] | None = None, home: Path | None = 
             token = token_file.read_text().strip()
         if token:
             revocations = RevocationList(HttpRevocationSource(f"{control}/api/sync/revocations", token))
-    config = VerifierConfig(issuer=issuer, audience=SYNC_AUDIENCE, allowed_origins=origins)
+    # Both of Khala's resources; the socket then refuses HTTP-only tokens (`tokens.for_sockets`).
+    config = VerifierConfig(
+        issuer=issuer,
+        audience=SYNC_AUDIENCE,
+        also_audiences=frozenset({HTTP_AUDIENCE}),
+        allowed_origins=origins,
+    )
     return VerifierSetup(SyncTokenVerifier(config, keys, revocations), revocations)

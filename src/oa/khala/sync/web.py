@@ -13,40 +13,28 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import asyncpg
-import orjson
-from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from oa.http import json_response
 from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
-from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
-from oa.khala.topics import TOPICS
+from oa.khala.sync.principal import Verify
+from oa.khala.sync.tokens import READER, topic_reader
 from oa.khala.topics import dashboard_config as topics_config
 
 WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=NO_CACHE)
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return _json({"error": {"code": code, "message": message, "details": {}}}, status)
-
-
-async def _principal(verify: Verify, request: Request, authorization: str | None) -> SyncPrincipal | Response:
-    if not authorization or not authorization.lower().startswith("bearer "):
-        return _error(401, "unauthorized", "send Authorization: Bearer <sync token from control>")
-    try:
-        return await verify(authorization[7:].strip(), request.headers.get("origin"))
-    except TokenRefused as exc:
-        return _error(401, exc.code, exc.message)
+def _json(body: Any) -> Response:
+    return json_response(body, headers=NO_CACHE)
 
 
 def dashboard_config(app: FastAPI) -> dict[str, Any]:
@@ -98,8 +86,10 @@ async def projector_lag(pool: asyncpg.Pool) -> dict[str, Any]:
     }
 
 
-def install_web(app: FastAPI, verify: Verify) -> None:
-    """Add the dashboard, the browser client, `/sync/v1/lag` and document history to `app`."""
+def install_web(app: FastAPI, verify: Verify, operator: Sequence[Any]) -> None:
+    """Add the dashboard, the browser client, `/sync/v1/lag` and document history to `app`.
+
+    `operator` is the dependency list that admits operators only (the admin key)."""
 
     @app.get("/client/khala.js", include_in_schema=False)
     async def client_js() -> FileResponse:
@@ -113,37 +103,33 @@ def install_web(app: FastAPI, verify: Verify) -> None:
     async def dashboard_root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
-    @app.get("/sync/v1/lag", summary="Projector positions, lag behind the runtime journal, recent errors")
-    async def lag(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
-        who = await _principal(verify, request, authorization)
-        if isinstance(who, Response):
-            return who
+    @app.get(
+        "/sync/v1/lag",
+        dependencies=list(operator),
+        summary="Projector positions, lag behind the runtime journal, recent errors (operators: the admin key)",
+    )
+    async def lag() -> Response:
+        # Operators only: error messages name runs and workers of every tenant.
         hub: Hub = app.state.hub
         return _json(await projector_lag(hub.pool))
 
     @app.get(
         "/sync/v1/topics/{topic}/documents/{doc_key:path}/history",
+        dependencies=READER,
         summary="A document's changes still in the stream journal (newest first)",
     )
     async def history(
         request: Request,
         topic: Annotated[str, Path(max_length=100)],
         doc_key: Annotated[str, Path(max_length=300)],
-        authorization: Annotated[str | None, Header()] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Response:
-        if topic not in TOPICS:
-            return _error(404, "not_found", f"unknown topic {topic!r}")
-        who = await _principal(verify, request, authorization)
-        if isinstance(who, Response):
-            return who
-        if topic not in who.scopes:
-            return _error(403, "forbidden_topic", f"your token does not grant {topic}")
+        who = await topic_reader(verify, request, topic)
         hub: Hub = app.state.hub
         rows = await reader.document_history(hub.pool, topic, doc_key, limit)
+        # Someone else's document answers exactly as one that never existed (no changes):
+        # a different answer would tell any caller which keys exist.
         visible = [(r, at) for r, at in rows if r.visible_to(who.user_id, who.org_id)]
-        if rows and not visible:
-            return _error(404, "not_found", f"no document {doc_key!r} of yours")
         body = {
             "topic": topic,
             "doc_key": doc_key,

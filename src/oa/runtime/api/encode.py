@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
 
+from oa.http import json_response as json_response  # the one JSON writer, re-exported for routes
 from oa.runtime.domain.journal import Event, Outcome, Plan
 
 
@@ -49,7 +49,3 @@ def batch_json(run_id: str, plan: Plan) -> dict[str, Any]:
 def plan_status(plan: Plan) -> int:
     """201 when something new was written, 200 for replays and no-ops."""
     return 201 if plan.changed else 200
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oa.exceptions import InternalError, OAError, Unauthorized
+from oa.http.strict import is_json as _is_json
+from oa.http.strict import loads_strict
 from oa.runtime.api.encode import batch_json, outcome_json, plan_status
-from oa.runtime.api.jsonbody import _is_json, loads_strict
 from oa.runtime.api.models import ID_PATTERN, AppendBatch, AppendEvent
 from oa.runtime.domain.journal import AppendRequest
 from oa.runtime.service.runs import RunService

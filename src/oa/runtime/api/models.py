@@ -6,12 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from oa.http.strict import NoNul  # identifiers are stored in Postgres text columns
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
 
 RunId = Annotated[str, Field(pattern=ID_PATTERN, description="1-128 of A-Z a-z 0-9 _ . : -")]
-# Identifiers are stored in Postgres text columns, which cannot hold NUL.
-NoNul = Field(pattern=r"^[^\x00]*$")
 Key = Annotated[StrictStr, Field(min_length=1, max_length=200), NoNul]
 
 

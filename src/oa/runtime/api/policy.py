@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.responses import Response
 
 from oa.exceptions import InvalidRequest
+from oa.http.strict import StrictJSONRoute
 from oa.runtime.api.auth import principal
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
-from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.domain.policy import CATALOG_VERSION, POLICY_BUNDLE_ID, REASON_CODES, DecisionInputs
 from oa.runtime.domain.spend import MAX_SATS
 from oa.runtime.service.spend import SpendService

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
+from oa.http.strict import StrictJSONRoute
 from oa.runtime.api.auth import principal
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
-from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.service.replay import ReplayService
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.responses import Response
 
+from oa.http.strict import StrictJSONRoute
 from oa.runtime.api.auth import caller, principal
 from oa.runtime.api.encode import batch_json, event_json, json_response, outcome_json, plan_status
 from oa.runtime.api.errors import error_responses
-from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.models import (
     ID_PATTERN,
     AppendBatch,

@@ -14,10 +14,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, Str
 from starlette.responses import Response
 
 from oa.exceptions import InvalidRequest
+from oa.http.strict import StrictJSONRoute
 from oa.runtime.api.auth import principal
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
-from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.policy import ID_PATTERN, TOOL_PATTERN, DecisionOut
 from oa.runtime.domain.policy import MODES, DecisionInputs
 from oa.runtime.domain.spend import MAX_SATS

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.responses import Response
 
+from oa.http.strict import StrictJSONRoute
 from oa.runtime.api.auth import caller, principal
 from oa.runtime.api.encode import event_json as encode_event
 from oa.runtime.api.encode import json_response
 from oa.runtime.api.errors import error_responses
-from oa.runtime.api.jsonbody import StrictJSONRoute
 from oa.runtime.api.sse import STREAM_HEADERS, EventStream, resume_cursor, sse_body, sse_ok
 from oa.runtime.domain.journal import AppendRequest, Event, Outcome, Plan
 from oa.runtime.service.workers import WorkerService

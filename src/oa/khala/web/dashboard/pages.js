@@ -61,6 +61,19 @@ async function khalaGet(ctx, path) {
   return body;
 }
 
+// Khala's operator endpoints (status, lag, metrics) take the deployment's admin key, the
+// one the Operators page keeps for this tab; without it they are not shown.
+const ADMIN_KEY = "oa.dashboard.admin_key";
+
+async function operatorGet(path) {
+  const key = sessionStorage.getItem(ADMIN_KEY) || "";
+  if (!key) throw new Error("operators only: enter the admin key on the Operators page");
+  const resp = await fetch(path, { headers: { Authorization: `Bearer ${key}` } });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error((body.error && body.error.message) || `HTTP ${resp.status}`);
+  return body;
+}
+
 // -- routing -------------------------------------------------------------------------------
 
 export function route(hash) {
@@ -234,7 +247,7 @@ function topicsPage(main, ctx) {
       h("td", { class: "num hide-sm" }, ctx.client.watermarks[t] ?? "not subscribed"))));
   };
   const poll = async () => {
-    try { status = await (await fetch("/sync/v1/status")).json(); } catch { /* shown as … */ }
+    try { status = await operatorGet("/sync/v1/status"); } catch { /* shown as … */ }
     draw();
   };
   poll();
@@ -326,7 +339,7 @@ function healthPage(main, ctx) {
   const poll = async () => {
     const now = Date.now();
     try {
-      const [status, lag] = await Promise.all([(await fetch("/sync/v1/status")).json(), khalaGet(ctx, "/sync/v1/lag")]);
+      const [status, lag] = await Promise.all([operatorGet("/sync/v1/status"), operatorGet("/sync/v1/lag")]);
       const ps = Object.entries(lag.projections);
       const behind = lag.journal_head === null ? null : Math.max(0, ...ps.map(([, p]) => p.events_behind));
       keep(healthHistory.behind, { t: now, v: behind });
@@ -354,8 +367,6 @@ function healthPage(main, ctx) {
 }
 
 // -- operators -----------------------------------------------------------------------------
-
-const ADMIN_KEY = "oa.dashboard.admin_key";
 
 function operatorsPage(main) {
   const grants = h("tbody", { id: "grants-body" });

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oa.exceptions import PayloadTooLarge
+from oa.http.errors import error_body
 
 
 class BodyLimit:
@@ -57,7 +57,7 @@ class BodyLimit:
             "split the batch (the limit is OA_MAX_BODY_BYTES)",
             {"max_bytes": self.max_bytes},
         )
-        body = orjson.dumps(err.envelope())
+        body = error_body(err)
         await send(
             {
                 "type": "http.response.start",

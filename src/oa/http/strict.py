@@ -21,10 +21,15 @@ import orjson
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import Field
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from oa.exceptions import InvalidRequest
+
+# For string fields that reach Postgres text, which cannot hold NUL: the validation handler
+# words a mismatch as "must not contain NUL" (`oa.http.errors`).
+NoNul = Field(pattern=r"^[^\x00]*$")
 
 # An integer literal of 19+ digits may be outside [-2**63, 2**64 - 1] (what canonical JSON
 # can carry); shorter ones never are, so only those bodies pay for the second parse.
@@ -64,7 +69,7 @@ class StrictJSONRequest(Request):
         return self._json
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
@@ -78,8 +83,58 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
+def _refuse_odd_query(request: Request, known: list[str]) -> None:
+    unknown = [k for k in request.query_params if k not in known]
+    if unknown:
+        # A misspelt parameter (`?after=` for `?after_seq=`) would otherwise be
+        # ignored silently and the caller would get a different answer than asked.
+        takes = ", ".join(known) if known else "no query parameters"
+        raise InvalidRequest(
+            f"unknown query parameter {unknown[0]!r}; this endpoint takes {takes}",
+            {"unknown": unknown[:10], "allowed": known},
+        )
+    repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
+    if repeated:
+        # Every parameter here is a single value; silently taking the last of several
+        # (what the framework does) would answer a question nobody asked.
+        raise InvalidRequest(
+            f"query parameter {repeated[0]!r} is given more than once; give it once",
+            {"repeated": repeated[:10]},
+        )
+
+
+def _refuse_nul(request: Request) -> None:
+    """Postgres text cannot hold NUL: a parameter with one would fail in the database (a
+    500) instead of being refused here with its name."""
+    for where, items in (
+        ("query parameter", request.query_params.multi_items()),
+        ("path parameter", list(request.path_params.items())),
+    ):
+        for name, value in items:
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidRequest(
+                    f"{where} {name} must not contain NUL (\\u0000)", {"field": name, "where": where}
+                )
+
+
+async def _refuse_non_json_body(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        # The client left, or BodyLimit cut the body off (it answers 413 itself).
+        raise InvalidRequest("the request body ended early; send it whole") from None
+    if body and not is_json(content_type):
+        raise InvalidRequest(
+            f"send the body as JSON with the header Content-Type: application/json "
+            f"(got {content_type or 'no Content-Type'})",
+            {"header": "Content-Type", "expected": "application/json"},
+        )
+
+
 class StrictJSONRoute(APIRoute):
-    """A route that parses JSON strictly and insists on a JSON content type for bodies."""
+    """A route that parses JSON strictly, insists on a JSON content type for bodies, and
+    refuses unknown, repeated or NUL-carrying parameters."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -88,36 +143,10 @@ class StrictJSONRoute(APIRoute):
 
         async def strict_handler(request: Request) -> Response:
             request = StrictJSONRequest(request.scope, request.receive)
-            unknown = [k for k in request.query_params if k not in known_query]
-            if unknown:
-                # A misspelt parameter (`?after=` for `?after_seq=`) would otherwise be
-                # ignored silently and the caller would get a different answer than asked.
-                takes = ", ".join(known_query) if known_query else "no query parameters"
-                raise InvalidRequest(
-                    f"unknown query parameter {unknown[0]!r}; this endpoint takes {takes}",
-                    {"unknown": unknown[:10], "allowed": known_query},
-                )
-            repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
-            if repeated:
-                # Every parameter here is a single value; silently taking the last of several
-                # (what the framework does) would answer a question nobody asked.
-                raise InvalidRequest(
-                    f"query parameter {repeated[0]!r} is given more than once; give it once",
-                    {"repeated": repeated[:10]},
-                )
+            _refuse_odd_query(request, known_query)
+            _refuse_nul(request)
             if takes_body:
-                content_type = request.headers.get("content-type")
-                try:
-                    body = await request.body()
-                except ClientDisconnect:
-                    # The client left, or BodyLimit cut the body off (it answers 413 itself).
-                    raise InvalidRequest("the request body ended early; send it whole") from None
-                if body and not _is_json(content_type):
-                    raise InvalidRequest(
-                        f"send the body as JSON with the header Content-Type: application/json "
-                        f"(got {content_type or 'no Content-Type'})",
-                        {"header": "Content-Type", "expected": "application/json"},
-                    )
+                await _refuse_non_json_body(request)
             return await handler(request)
 
         return strict_handler
