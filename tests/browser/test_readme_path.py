@@ -163,6 +163,10 @@ async def test_the_readme_path_ends_with_the_run_live_in_the_dashboard(
         await page.goto(dashboard + "#/operators")
         await page.wait_for_selector("#operators-note")
         await shoot(page, artifacts, "operators")
+        # Health reads Khala's operator endpoints: the admin key, entered once on Operators.
+        await page.fill("input[aria-label='Admin key']", run.env_values()["KHALA_SELF_HOSTED_ADMIN_KEY"])
+        await page.press("input[aria-label='Admin key']", "Enter")
+        await page.wait_for_selector("#grants-body tr")
 
         await page.goto(dashboard + "#/health")
         await page.wait_for_selector("#projections-body tr[data-projection]")
