@@ -1,0 +1,171 @@
+"""Live queries over real sockets (raw frames): one document, one stream, an exact list,
+per-subscription resume, and the refusals of bad scopes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from oa.khala.sync.session import SessionLimits
+from tests.conftest import Signer
+from tests.khala.sync_fixtures import Khala, mint, running_khala
+from tests.khala.test_sync import raw_session
+
+RUNS = "runtime.run_summaries"
+
+
+@pytest.fixture
+async def khala(database_url: str) -> object:
+    async with running_khala(database_url, SessionLimits(max_subscriptions=3, max_list_limit=20)) as k:
+        yield k
+
+
+_unread: dict[int, list[dict[str, Any]]] = {}  # frames of other subs, kept for their turn
+
+
+async def frame_for(
+    ws: ClientConnection, sub: str, kind: str = "update_batch", timeout: float = 5.0
+) -> dict[str, Any]:
+    kept = _unread.setdefault(id(ws), [])
+    for i, frame in enumerate(kept):
+        if frame.get("sub") == sub and frame["type"] in (kind, "error"):
+            return kept.pop(i)
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            assert isinstance(frame, dict)
+            if frame.get("sub") == sub and frame["type"] in (kind, "error"):
+                return frame
+            if frame.get("sub"):
+                kept.append(frame)
+
+
+async def subscribe(ws: ClientConnection, sub: str, scope: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "subscribe", "sub": sub, "topic": RUNS, "scope": scope, **extra}))
+    return await frame_for(ws, sub, "subscribed")
+
+
+async def until_complete(ws: ClientConnection, sub: str) -> list[dict[str, Any]]:
+    updates: list[dict[str, Any]] = []
+    while True:
+        f = await frame_for(ws, sub)
+        assert f["type"] == "update_batch", f
+        updates += f["updates"]
+        if f["replay_complete"]:
+            return updates
+
+
+async def post(
+    h: httpx.AsyncClient, run: str, event_type: str, payload: dict[str, Any] | None = None
+) -> None:
+    r = await h.post(
+        f"/internal/v1/runs/{run}/events", json={"event_type": event_type, "payload": payload or {}}
+    )
+    assert r.status_code in (200, 201, 202), r.text
+
+
+async def projected(khala: Khala, h: httpx.AsyncClient, run: str, event_type: str, **payload: Any) -> None:
+    """Append one run event and wait until the hub has its two documents (summary, timeline)."""
+    before = khala.hub.heads[RUNS]
+    await post(h, run, event_type, payload)
+    async with asyncio.timeout(10):
+        while khala.hub.heads[RUNS] < before + 2:
+            await asyncio.sleep(0.02)
+
+
+async def test_doc_and_stream_scopes_get_only_their_run(khala: Khala, client: httpx.AsyncClient) -> None:
+    mine, other = f"run-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
+    await projected(khala, client, mine, "run.started")
+    ws = await raw_session(khala, mint("alice"))
+    assert (await subscribe(ws, "d", {"doc_key": f"runtime/run_summary:{mine}"}))["type"] == "subscribed"
+    first = await until_complete(ws, "d")  # no cursor: the current document
+    assert [u["doc_key"] for u in first] == [f"runtime/run_summary:{mine}"]
+    await subscribe(ws, "s", {"stream": mine})
+    keys = {u["doc_key"] for u in await until_complete(ws, "s")}
+    assert keys == {f"runtime/run_summary:{mine}", f"runtime/run_timeline:{mine}"}
+    await post(client, other, "run.started")
+    await post(client, mine, "text.delta", {"text": "hi"})
+    f = await frame_for(ws, "s")
+    assert {u["doc_key"] for u in f["updates"]} == keys  # the other run never arrives
+    assert all(u["op"] == "upsert" and u["doc_version"] == 2 for u in f["updates"])
+    d = await frame_for(ws, "d")
+    assert [u["doc_version"] for u in d["updates"]] == [2]
+    await ws.close()
+
+
+async def test_list_is_exact_when_documents_leave_and_enter(
+    khala: Khala, runtime_url: str, sign: Signer
+) -> None:
+    user = f"lister-{uuid.uuid4().hex[:6]}"
+    runs = [f"run-{user}-{i}" for i in range(3)]
+    async with httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}")) as h:
+        for r in runs:
+            await projected(khala, h, r, "run.started")
+        ws = await raw_session(khala, mint(user))
+        await subscribe(ws, "l", {"where": {"owner": user, "status": "running"}, "limit": 2})
+        view = {u["doc_key"] for u in await until_complete(ws, "l")}
+        keys = [f"runtime/run_summary:{r}" for r in runs]
+        assert view == set(keys[1:])  # newest first, limit 2
+        await post(h, runs[2], "run.finished", {"status": "succeeded"})  # leaves the filter
+        changes: dict[str, str] = {}
+        while len(changes) < 2:
+            for u in (await frame_for(ws, "l"))["updates"]:
+                changes[u["doc_key"]] = u["op"]
+        assert changes == {keys[2]: "remove", keys[0]: "upsert"}  # run 0 enters the top 2
+        await post(h, runs[0], "text.delta", {"text": "x"})  # moves to the top, stays in
+        f = await frame_for(ws, "l")
+        assert [(u["doc_key"], u["op"]) for u in f["updates"]] == [(keys[0], "upsert")]
+        await ws.close()
+
+
+async def test_resume_per_subscription_replays_only_its_scope(
+    khala: Khala, client: httpx.AsyncClient
+) -> None:
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    await projected(khala, client, run, "run.started")
+    ws = await raw_session(khala, mint("alice"))
+    await subscribe(ws, "d", {"doc_key": f"runtime/run_summary:{run}"})
+    await until_complete(ws, "d")
+    await ws.close()
+    heads = khala.hub.heads[RUNS]
+    for i in range(3):
+        await projected(khala, client, f"{run}-noise-{i}", "run.started")
+    await projected(khala, client, run, "text.delta", text="a")
+    ws = await raw_session(khala, mint("alice"))
+    await subscribe(ws, "d", {"doc_key": f"runtime/run_summary:{run}"}, resume_after={RUNS: heads})
+    replay = await until_complete(ws, "d")
+    assert [(u["doc_key"], u["doc_version"]) for u in replay] == [(f"runtime/run_summary:{run}", 2)]
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("scope", "needle"),
+    [
+        ({"where": {"model": "x"}}, "queryable fields: owner, org_id, status"),
+        ({"order_by": "model"}, "orderable fields: last_event_at, created_at"),
+        ({"limit": 21}, "from 1 to 20"),
+        ({"doc_key": "a", "stream": "b"}, "exactly one of"),
+        ({"colour": 1}, "allowed: doc_key, stream"),
+    ],
+)
+async def test_bad_scopes_are_refused_clearly(khala: Khala, scope: dict[str, Any], needle: str) -> None:
+    ws = await raw_session(khala, mint("alice"))
+    err = await subscribe(ws, "bad", scope)
+    assert err["type"] == "error" and err["code"] == "bad_subscription" and not err["fatal"]
+    assert needle in err["message"], err["message"]
+    await ws.close()
+
+
+async def test_subscriptions_per_socket_are_capped(khala: Khala) -> None:
+    ws = await raw_session(khala, mint("alice"))
+    for i in range(3):
+        assert (await subscribe(ws, f"s{i}", {"stream": f"r{i}"}))["type"] == "subscribed"
+    err = await subscribe(ws, "s3", {"stream": "r3"})
+    assert err["code"] == "bad_subscription" and "3 live queries" in err["message"]
+    await ws.close()
