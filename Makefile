@@ -9,8 +9,8 @@ PROTOS := $(shell find proto -name '*.proto')
 
 $(STAMP): pyproject.toml hatch_build.py $(PROTOS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -e '.[dev]'
 	@touch $(STAMP)
 
 run: $(STAMP)

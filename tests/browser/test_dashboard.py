@@ -125,6 +125,40 @@ async def test_other_pages(context: Any, stack: Stack, sign: Signer, artifacts: 
     assert page.errors == []
 
 
+async def test_spend_page_sums_per_org_and_day(
+    context: Any, stack: Stack, sign: Signer, artifacts: Path
+) -> None:
+    """The run_daily_spend projection (declared in proto, folded in the runtime) on a page
+    that finds its documents by the prefix the served config names."""
+    run, auth = new_run(), f"auth-{uuid.uuid4().hex[:10]}"
+    await append(stack, sign, run, "run.started", {})
+    page = await signed_in(context, stack)
+    await page.goto(f"{stack.khala.url}/dashboard/#/spend")
+    await page.wait_for_selector("#spend-body tr")
+    async with httpx.AsyncClient(base_url=stack.runtime_url, headers=sign(f"user:{stack.user_id}")) as h:
+        body = {"authorization_id": auth, "mode": "delegated_budget", "max_total_sats": 1000}
+        assert (await h.post("/internal/v1/spend/authorizations", json=body)).status_code == 201
+        for i, amount in enumerate((40, 2)):
+            reserve = {
+                "authorization_id": auth,
+                "run_id": run,
+                "tool_call_id": f"tc{i}",
+                "amount_sats": amount,
+            }
+            r = await h.post("/internal/v1/spend/reservations", json=reserve)
+            assert r.status_code == 201, r.text
+    row = page.locator(f"#spend-body tr[data-org='{stack.user_id} (no org)']").first
+    await row.wait_for(timeout=10000)
+    await page.wait_for_function(
+        "(org) => [...document.querySelectorAll('#spend-body tr')].some((tr) => tr.dataset.org === org"
+        " && Number(tr.children[2].innerText) >= 42)",
+        arg=f"{stack.user_id} (no org)",
+        timeout=10000,
+    )
+    await page.screenshot(path=str(artifacts / "spend.png"), full_page=True)
+    assert page.errors == []
+
+
 @pytest.mark.slow  # two Khala process starts and a reconnect backoff: about 20 s
 async def test_kill_and_restart_khala_nothing_missing(
     context: Any, stack: Stack, sign: Signer, artifacts: Path

@@ -7,6 +7,7 @@ import httpx
 import orjson
 import pytest
 
+from oa.catalog import ProjectionDecl
 from oa.runtime.domain.journal import Event
 from oa.runtime.projector.projections import PROJECTIONS, Projection
 from oa.runtime.projector.projector import project_batch
@@ -85,10 +86,8 @@ async def test_failing_projection_stops_loudly_others_go_on(
 
     name = f"exploding_{run_id}"
     bad = Projection(
-        name,
-        "runtime.notifications",
-        1,
-        lambda ev: [f"runtime/notification:x-{ev.stream_id}"] if ev.kind == "run" else [],
+        ProjectionDecl(name, "runtime.notifications", "runtime/notification:x-", 1, ("owner", "n"), ""),
+        lambda ev: [ev.stream_id] if ev.kind == "run" else [],
         explode,
     )
     projections = (*PROJECTIONS, bad)
@@ -161,6 +160,31 @@ async def test_audit_finds_drift_and_rebuild_repairs_it(
         "SELECT watermark FROM khala.topic_heads WHERE topic = 'runtime.run_summaries'"
     )
     assert wm_after > wm_before
+
+
+async def test_audit_leaves_out_a_projection_stored_at_another_version(
+    client: httpx.AsyncClient, run_id: str, writer_conn: asyncpg.Connection
+) -> None:
+    """While a re-versioned projection rebuilds, its live documents are the old version's:
+    not drift. Here the timeline's stored version is made to differ, and a tampered
+    timeline document must not be reported; a tampered summary still is."""
+    await client.post(f"/internal/v1/runs/{run_id}/events", json={"event_type": "run.started", "payload": {}})
+    await catch_up(writer_conn)
+    live = "(SELECT live_generation FROM khala.state)"
+    tamper = (
+        f"UPDATE khala.documents SET payload_hash = 'tampered' WHERE doc_key = $1 AND generation = {live}"
+    )
+    await writer_conn.execute(tamper, f"runtime/run_timeline:{run_id}")
+    await writer_conn.execute(tamper, f"runtime/run_summary:{run_id}")
+    set_version = f"UPDATE khala.checkpoints SET version = $1 WHERE projection = 'run_timelines' AND generation = {live}"
+    await writer_conn.execute(set_version, 99)
+    try:
+        drift = (await audit(writer_conn)).drift
+        assert f"runtime/run_summary:{run_id}" in drift and f"runtime/run_timeline:{run_id}" not in drift
+    finally:
+        await writer_conn.execute(set_version, 1)
+        await rebuild(writer_conn)
+    assert (await audit(writer_conn)).drift == []
 
 
 async def test_worker_summary_follows_the_runtime_state_machine(

@@ -4,7 +4,7 @@ oa.store    imports nothing else from oa
 oa.khala    never imports oa.runtime, oa.control or oa.agent
 oa.control  never imports oa.runtime, oa.khala or oa.agent
 oa.agent    uses only public clients: never runtime/khala/control internals
-oa.runtime  writes Khala only through its writer API (oa.khala.store.writer, oa.khala.topics)
+oa.runtime  writes Khala only through its store API (oa.khala.store, oa.khala.topics)
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ FORBIDDEN = {
 }
 # The narrow doors a room may use anyway, and why.
 ALLOWED = {
-    # The projector is Khala's single writer: it uses the writer API and the topic catalog.
-    "runtime": ("oa.khala.store.writer", "oa.khala.topics"),
+    # The projector is Khala's single writer: it uses Khala's store API (writes, generations,
+    # upkeep, admin requests) and the topic catalog; never the sync server or its client.
+    "runtime": ("oa.khala.store", "oa.khala.topics"),
     # The runtime's caller-signature contract (header name, how to sign) is public.
     "agent": ("oa.runtime.signing",),
 }

@@ -27,8 +27,16 @@ SCRUBBED = (*PROD_SELECTORS, MODE, "OA_DATABASE_URL", "KHALA_DEPLOYMENT_CLASS", 
             "OA_RUNTIME_CALLER_SECRET", "OA_CONTROL_URL")  # fmt: skip
 
 
+IDLE_EXIT_S = 900.0  # a detached deployment nobody uses stops after 15 min (OA_AGENT_IDLE_EXIT_S)
+
+
 def agent_home(root: Path) -> Path:
     return (root / ".oa" / "agent").resolve()
+
+
+def presence_lock(home: Path) -> Path:
+    """Held (shared) by every MCP server using the deployment; see oa.cli.idle."""
+    return home / "agents.lock"
 
 
 def _healthy(url: str | None) -> bool:
@@ -59,7 +67,8 @@ def ensure_running(home: Path, timeout: float = 120.0) -> dict[str, str]:
         log = (home / "server.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "oa.cli.main", "run", "--runtime-port", "0",
-             "--control-port", "0", "--khala-port", "0"],
+             "--control-port", "0", "--khala-port", "0", "--idle-lock", str(presence_lock(home)),
+             "--idle-exit-s", os.environ.get("OA_AGENT_IDLE_EXIT_S", str(IDLE_EXIT_S))],
             env=child_env, cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True,
         )  # fmt: skip

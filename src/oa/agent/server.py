@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -24,6 +24,8 @@ import oa
 from oa.agent import access
 from oa.agent.clients import AdminClient, ApiError, RuntimeClient
 from oa.agent.selection import Anonymous, Selection, SelfHosted
+from oa.deployment import hold_presence
+from oa.exceptions import OAError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def provider_for(selection: Selection, root: Path) -> TargetProvider:
         return static
     assert isinstance(selection, Anonymous)
     cache: list[Target] = []
+    presence: list[IO[str]] = []
     lock = asyncio.Lock()
 
     async def anonymous() -> Target:
@@ -85,6 +88,7 @@ def provider_for(selection: Selection, root: Path) -> TargetProvider:
         async with lock:
             if not cache:
                 home = anon.agent_home(root)
+                presence.append(hold_presence(anon.presence_lock(home)))  # until this process exits
                 env = await asyncio.to_thread(anon.ensure_running, home)
                 chosen = select({k: v for k, v in env.items() if k != "KHALA_AGENT_MODE"})
                 assert isinstance(chosen, SelfHosted)
@@ -143,6 +147,9 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
         except ApiError as exc:
             outcome = f"error: {exc}"
             raise ToolError(_explain(exc, target)) from None
+        except OAError as exc:  # e.g. an owner that is no principal: the agent can fix it
+            outcome = f"error: {exc.message}"
+            raise ToolError(f"{exc.message} ({exc.code})") from None
         finally:
             if acc.audited:
                 await _audit(target, acc, tool, args, outcome)
@@ -156,6 +163,17 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
             raise ToolError(
                 f"the production audit trail refused the record of this call ({exc}); nothing more runs"
             ) from None
+
+    async def reader_of(t: Target, doc_key: str, owner: str) -> str:
+        """Who to sign a runtime read as: the owner the agent named, else the owner Khala's
+        summary names (so the agent can open what `runs`/`workers` just listed), else ours."""
+        if owner:
+            return principal_of(owner)
+        try:
+            doc = (await t.admin.call("GET", f"/documents/{doc_key}", params={"history": 0}))["document"]
+        except ApiError:
+            return opts.principal
+        return principal_of(doc["owner_user"]) if doc.get("owner_user") else opts.principal
 
     def runtime_of(target: Target) -> RuntimeClient:
         if target.runtime is None:
@@ -240,7 +258,7 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
                 "/documents",
                 params={"topic": "runtime.run_summaries", "cursor": cursor, "limit": limit},
             )
-            who = owner.removeprefix("user:")
+            who = owner_of(principal_of(owner)) if owner else ""
             items = [d["payload"] for d in page["documents"] if not who or d["owner_user"] == who]
             return {"runs": items, "next_cursor": page["next_cursor"]}
 
@@ -257,7 +275,7 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
         args = {"run_id": run_id, "owner": owner, "after_seq": after_seq, "limit": limit}
 
         async def body(t: Target, _: access.Access) -> dict[str, Any]:
-            rt, who = runtime_of(t), owner or opts.principal
+            rt, who = runtime_of(t), await reader_of(t, f"runtime/run_summary:{run_id}", owner)
             snap = await rt.get(who, f"/internal/v1/runs/{run_id}/snapshot")
             events = await rt.get(
                 who, f"/internal/v1/runs/{run_id}/events", {"after_seq": after_seq, "limit": limit}
@@ -279,20 +297,23 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
             "workers",
             False,
             args,
-            lambda t, _: runtime_of(t).get(owner or opts.principal, "/internal/v1/codex/workers", params),
+            lambda t, _: runtime_of(t).get(
+                principal_of(owner) if owner else opts.principal, "/internal/v1/codex/workers", params
+            ),
         )
 
     @server.tool(annotations=READ)
     async def worker(worker_id: Annotated[str, Field(max_length=128)], owner: Owner = "") -> dict[str, Any]:
         """One Codex worker's snapshot (state, heartbeat freshness), from the runtime API."""
-        return await guarded(
-            "worker",
-            False,
-            {"worker_id": worker_id, "owner": owner},
-            lambda t, _: runtime_of(t).get(
-                owner or opts.principal, f"/internal/v1/codex/workers/{worker_id}/snapshot"
-            ),
-        )
+
+        async def body(t: Target, _: access.Access) -> dict[str, Any]:
+            who = await reader_of(t, f"runtime/codex_worker_summary:{worker_id}", owner)
+            snap: dict[str, Any] = await runtime_of(t).get(
+                who, f"/internal/v1/codex/workers/{worker_id}/snapshot"
+            )
+            return snap
+
+        return await guarded("worker", False, {"worker_id": worker_id, "owner": owner}, body)
 
     @server.tool(annotations=READ)
     async def audit() -> dict[str, Any]:
@@ -327,7 +348,12 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
 
     @server.tool(annotations=WRITE)
     async def prune(
-        topic: Annotated[str, Field(description="the topic whose journal to prune", max_length=100)],
+        topic: Annotated[
+            str,
+            Field(
+                description="the topic whose journal to prune (the `topics` tool lists them)", max_length=100
+            ),
+        ] = "",
         retention_s: Annotated[
             int | None,
             Field(ge=0, description="keep only this many seconds (never more than the topic's retention)"),
@@ -337,6 +363,11 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
         args = {"topic": topic, "retention_s": retention_s}
 
         async def body(t: Target, acc: access.Access) -> dict[str, Any]:
+            if not topic:
+                names = [x["name"] for x in (await t.admin.call("GET", "/topics"))["topics"]]
+                raise ToolError(
+                    f'prune needs a topic: give one of {", ".join(names)}, e.g. {{"topic": "{names[0]}"}}'
+                )
             gid = acc.grant["id"] if acc.grant else None
             return await wait_for(
                 t, await t.admin.call("POST", "/requests", json={"kind": "prune", **args, "grant_id": gid})
@@ -345,6 +376,16 @@ def build_server(provider: TargetProvider, options: Options | None = None, **ser
         return await guarded("prune", True, args, body)
 
     return server
+
+
+def principal_of(owner: str) -> str:
+    """What `runs` reports (`alice`, `service:codex`) as a principal `run` can sign as."""
+    return owner if ":" in owner else f"user:{owner}"
+
+
+def owner_of(principal: str) -> str:
+    """`user:alice` -> `alice`, as run summaries name owners; other principals stay whole."""
+    return principal.removeprefix("user:")
 
 
 def _explain(exc: ApiError, target: Target) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
+import asyncpg
 import typer
 import uvloop
 from rich.console import Console
@@ -43,10 +44,29 @@ def _settings(dep: LocalDeployment) -> ControlSettings:
     return ControlSettings.from_env(dep.home, issuer=issuer)
 
 
-def _with_db(work: Callable[[Database, ControlSettings], Awaitable[T]]) -> T:
+Create = Annotated[
+    bool, typer.Option("--create", help="Create a new deployment in OA_HOME if there is none there.")
+]
+
+
+def _check_home(create: bool) -> LocalDeployment:
+    dep = LocalDeployment.from_env()
+    if not create and not os.environ.get("OA_DATABASE_URL") and not dep.exists():
+        # Without this, a mistyped OA_HOME silently got a new embedded Postgres and the user
+        # landed there, invisible to the deployment the person meant.
+        console.print(
+            f"[red]no deployment in {dep.home}[/] (no pgdata, no deployment.env). Start one there with "
+            "`make run` (or `oa run`), point OA_HOME at the folder that holds yours, "
+            "or pass --create to create a new one here."
+        )
+        raise typer.Exit(2)
+    return dep
+
+
+def _with_db(work: Callable[[Database, ControlSettings], Awaitable[T]], create: bool = False) -> T:
     from oa.cli.serve import prepare_database
 
-    dep = LocalDeployment.from_env()
+    dep = _check_home(create)
     url = prepare_database(dep)
     settings = _settings(dep)
 
@@ -59,6 +79,11 @@ def _with_db(work: Callable[[Database, ControlSettings], Awaitable[T]]) -> T:
 
     try:
         return uvloop.run(go())
+    except (OSError, asyncpg.PostgresError) as exc:
+        console.print(
+            f"[red]cannot reach the deployment's database[/] ({exc}); is `make run` up in {dep.home}?"
+        )
+        raise typer.Exit(2) from None
     except OAError as exc:
         console.print(f"[red]{exc.code}[/]: {exc.message}")
         raise typer.Exit(1) from None
@@ -69,9 +94,9 @@ def _scopes(value: str | None) -> list[str] | None:
 
 
 @org_app.command("add")
-def org_add(name: str) -> None:
+def org_add(name: str, create: Create = False) -> None:
     """Create an organization (no-op if it exists); print its id."""
-    org_id = _with_db(lambda db, s: Accounts(db, s).add_org(name))
+    org_id = _with_db(lambda db, s: Accounts(db, s).add_org(name), create)
     print(org_id)
 
 
@@ -86,12 +111,16 @@ def user_add(
     scopes: Annotated[
         str | None, typer.Option(help=f"Comma-separated sync scopes (default all: {', '.join(SYNC_SCOPES)}).")
     ] = None,
+    create: Create = False,
 ) -> None:
-    """Add a user who signs in with a password, as a member of an organization; print the id."""
+    """Add a user who signs in with a password, as a member of an organization; print the id.
+
+    Then `oa login` signs in as them, and what the CLI appends is theirs on the dashboard."""
+    _check_home(create)  # before asking for a password
     if password is None:
         password = getpass.getpass(f"password for {email}: ")
     pw = password
-    user_id = _with_db(lambda db, s: Accounts(db, s).add_user(email, pw, org, role, _scopes(scopes)))
+    user_id = _with_db(lambda db, s: Accounts(db, s).add_user(email, pw, org, role, _scopes(scopes)), create)
     print(user_id)
 
 
@@ -183,3 +212,12 @@ def serve(
     uvloop.run(
         serve_all([server], on_ready=lambda: print(f"control listening on http://{host}:{port}", flush=True))
     )
+
+
+def operator_session(user_id: str, org: str | None) -> str:
+    """A session token for a user, opened on the database (operators; no password)."""
+
+    async def work(db: Database, s: ControlSettings) -> str:
+        return (await Accounts(db, s).operator_session(user_id, org)).session_token
+
+    return _with_db(work)

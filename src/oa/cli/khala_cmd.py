@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from oa.deployment import LocalDeployment
+from oa.deployment import LocalDeployment, port_open
+from oa.khala.store import reader
 from oa.khala.sync.app import create_sync_app
 from oa.khala.sync.config import verifier_from_env
 from oa.khala.sync.tokens import verify_with
@@ -35,9 +36,9 @@ READER_ROLE = "oa_khala_reader"
 
 
 def database_url() -> str:
-    from oa.store import resolve_database_url
+    from oa.cli.serve import database_url as deployment_database
 
-    return os.environ.get("OA_DATABASE_URL") or resolve_database_url(LocalDeployment.from_env().home)
+    return deployment_database(LocalDeployment.from_env())
 
 
 def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = None) -> uvicorn.Server:
@@ -94,24 +95,38 @@ def status() -> None:
         conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
         try:
             table = Table(
-                "projection", "position", "events behind", "seconds behind", "error", title="projector"
+                "projection",
+                "version",
+                "state",
+                "position",
+                "events behind",
+                "seconds behind",
+                "error",
+                title="projector",
             )
             for name, row in (await lag(conn)).items():
                 secs = row["seconds_behind"]
+                state = str(row["state"])
+                if state == "catching_up":  # catching up N/M: the build's position / journal head
+                    state = f"catching up {row['build_position']}/{row['journal_head']}"
                 table.add_row(
                     name,
+                    f"v{row['version']}"
+                    + (
+                        f" (stored v{row['stored_version']})"
+                        if row["stored_version"] not in (None, row["version"])
+                        else ""
+                    ),
+                    state,
                     str(row["position"]),
                     str(row["events_behind"]),
                     f"{secs:.2f}" if isinstance(secs, float) else "-",
                     str(row["error"] or ""),
                 )
             console.print(table)
-            heads = await conn.fetch(
-                "SELECT topic, watermark, retention_floor FROM khala.topic_heads ORDER BY topic"
-            )
             t2 = Table("topic", "head watermark", "retention floor", title="topics")
-            for r in heads:
-                t2.add_row(r["topic"], str(r["watermark"]), str(r["retention_floor"]))
+            for topic, (head, floor) in sorted((await reader.heads(conn)).items()):
+                t2.add_row(topic, str(head), str(floor))
             console.print(t2)
         finally:
             await conn.close()
@@ -176,34 +191,42 @@ def audit() -> None:
 def watch(
     topic: Annotated[str, typer.Argument(help=f"One of: {', '.join(TOPICS)}")],
     token_file: Annotated[
-        Path | None, typer.Option(help="File holding a sync token (else OA_SYNC_TOKEN).")
+        Path | None,
+        typer.Option(help="File holding a sync token (else OA_SYNC_TOKEN, else `oa login`'s account)."),
     ] = None,
 ) -> None:
     """Print live updates of a topic (hydrates first, then follows)."""
+    from oa.cli.identity import acting_as
+    from oa.cli.runtime_client import control, fail
     from oa.khala.client import KhalaClient
 
     if topic not in TOPICS:
         raise typer.BadParameter(f"unknown topic; use one of {', '.join(TOPICS)}")
-    env = LocalDeployment.from_env().read_env()
-    url = os.environ.get("KHALA_URL") or env.get("KHALA_SELF_HOSTED_URL") or env.get("OA_KHALA_URL")
-    if not url:
-        raise SystemExit("no Khala found: start one with `make run` (it writes .oa/deployment.env)")
+    dep = LocalDeployment.from_env()
+    endpoint = dep.endpoint("KHALA_URL", "KHALA_SELF_HOSTED_URL", "OA_KHALA_URL")
+    if not port_open(endpoint.url):
+        raise SystemExit(dep.unreachable("Khala", endpoint))
 
     async def token() -> str:
         if token_file is not None:
             return token_file.read_text().strip()
         value = os.environ.get("OA_SYNC_TOKEN")
-        if not value:
-            raise SystemExit(
-                "give --token-file or OA_SYNC_TOKEN (a sync token from control: POST /api/sync/token)"
-            )
-        return value
+        if value:
+            return value
+        # The signed-in account (`oa login`): a fresh token from control at every (re)connect.
+        session = acting_as(None).session
+        assert session is not None
+        with control(session.control_url, session.session_token) as c:
+            resp = c.post("/api/sync/token")
+        if resp.status_code >= 400:
+            fail(resp)
+        return str(resp.json()["token"])
 
     def show(key: str, payload: dict[str, object] | None) -> None:
         console.print(f"[bold]{key}[/] {payload}")
 
     async def main() -> None:
-        async with KhalaClient(url, token, [topic], on_change=show):
+        async with KhalaClient(endpoint.url, token, [topic], on_change=show):
             await asyncio.Event().wait()
 
     uvloop.run(main())

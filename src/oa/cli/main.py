@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +13,20 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli import bench_cmd, control_cmd, khala_cmd, mcp_cmd, replay_cmd, runs_cmd, spend_cmd
+from oa.cli import (
+    account_cmd,
+    bench_cmd,
+    control_cmd,
+    khala_cmd,
+    mcp_cmd,
+    replay_cmd,
+    runs_cmd,
+    spend_cmd,
+    workers_cmd,
+)
+from oa.cli.identity import Identity, acting_as
+from oa.cli.idle import stop_when_idle
+from oa.cli.runtime_client import sign_as
 from oa.cli.serve import (
     Listening,
     control_server,
@@ -20,9 +35,9 @@ from oa.cli.serve import (
     runtime_server,
     serve_all,
 )
-from oa.deployment import LocalDeployment
+from oa.deployment import DeploymentRunning, LocalDeployment
 from oa.runtime.projector.projector import Projector
-from oa.runtime.signing import load_or_create_secret, sign_caller
+from oa.runtime.signing import load_or_create_secret
 from oa.store.database import with_user
 
 app = typer.Typer(
@@ -36,6 +51,11 @@ app.add_typer(token_app, name="token")
 app.add_typer(serve_app, name="serve")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(workers_cmd.app, name="workers")
+app.command("login")(account_cmd.login)
+app.command("logout")(account_cmd.logout)
+app.command("whoami")(account_cmd.whoami)
+token_app.command("sync")(account_cmd.token_sync)
 app.add_typer(khala_cmd.app, name="khala")
 app.add_typer(control_cmd.app, name="control")
 app.add_typer(mcp_cmd.app, name="mcp")
@@ -52,9 +72,32 @@ def run(
     runtime_port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
     control_port: Annotated[int, typer.Option(envvar="OA_CONTROL_PORT")] = 8788,
     khala_port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
+    idle_exit_s: Annotated[
+        float, typer.Option(hidden=True, help="Stop after this long without an agent holding --idle-lock.")
+    ] = 0,
+    idle_lock: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C."""
+    """Start the whole system on the embedded Postgres (or OA_DATABASE_URL) until Ctrl-C.
+
+    One deployment per OA_HOME: a second `oa run` there refuses, naming the first one."""
     dep = LocalDeployment.from_env()
+    try:
+        with dep.claim():
+            idle = (idle_lock, idle_exit_s) if idle_lock is not None and idle_exit_s > 0 else None
+            _run(dep, host, runtime_port, control_port, khala_port, idle)
+    except DeploymentRunning as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+def _run(
+    dep: LocalDeployment,
+    host: str,
+    runtime_port: int,
+    control_port: int,
+    khala_port: int,
+    idle: tuple[Path, float] | None = None,
+) -> None:
     with console.status("starting Postgres and applying migrations"):
         url = prepare_database(dep)
     port = pick_port(host, runtime_port)
@@ -62,6 +105,12 @@ def run(
     listening = [Listening("runtime /internal/v1", f"http://{host}:{port}")]
     cport = pick_port(host, control_port if control_port != port else 0)
     kport = pick_port(host, khala_port if khala_port not in (port, cport) else 0)
+    taken = [
+        f"{name} port {wanted} is taken (another program or deployment): using {got}"
+        for name, wanted, got in (("runtime", runtime_port, port), ("control", control_port, cport),
+                                  ("khala", khala_port, kport))
+        if wanted and wanted != got
+    ]  # fmt: skip
     # The dashboard Khala serves signs in to this control from Khala's origin (CORS).
     origins = [f"http://{host}:{kport}"] + ([f"http://localhost:{kport}"] if host == "127.0.0.1" else [])
     os.environ.setdefault("OA_CONTROL_CORS_ORIGINS", ",".join(origins))
@@ -77,19 +126,9 @@ def run(
         {"OA_CONTROL_URL": f"http://{host}:{cport}", "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key},
     )
     listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
+    listening.append(Listening("dashboard", f"{khala_url}/dashboard/"))
 
     def ready() -> None:
-        dep.write_env(
-            {
-                "OA_RUNTIME_URL": listening[0].url,
-                "OA_CONTROL_URL": f"http://{host}:{cport}",
-                "OA_KHALA_URL": khala_url,
-                "KHALA_SELF_HOSTED_URL": khala_url,
-                "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
-                "OA_DATABASE_URL": url,
-                "OA_HOME": str(dep.home),
-            }
-        )
         table = Table(title="OpenAgents is running (Ctrl-C stops it)")
         table.add_column("what")
         table.add_column("where")
@@ -102,17 +141,39 @@ def run(
         )
         table.add_row("clients read", str(dep.env_file))
         console.print(table)
-        hint = f'curl -H "X-OA-RUNTIME-SIGNATURE: $(oa token runtime --user me)" {listening[0].url}/healthz'
-        console.print(f"try: [bold]{hint}[/]")
+        for line in taken:
+            console.print(f"[yellow]note[/]: {line}; clients find it in {dep.env_file}")
+        console.print(
+            "next: [bold]oa control user add EMAIL[/], [bold]oa login --email EMAIL[/], "
+            f"then open [bold]{khala_url}/dashboard/[/] (README: Using it)"
+        )
+        # The banner is out before deployment.env appears: the file is what clients (and
+        # tests) wait for, so whatever it names has already been said on the terminal.
+        sys.stdout.flush()
+        dep.write_env(
+            {
+                "OA_RUNTIME_URL": listening[0].url,
+                "OA_CONTROL_URL": f"http://{host}:{cport}",
+                "OA_KHALA_URL": khala_url,
+                "KHALA_SELF_HOSTED_URL": khala_url,
+                "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
+                "OA_DATABASE_URL": url,
+                "OA_HOME": str(dep.home),
+                "OA_PID": str(os.getpid()),
+            }
+        )
 
     async def everything() -> None:
         # The projector (Khala's only writer) runs beside the servers; it holds a leader
         # lock, so a second `oa run` on the same database waits as a standby.
         projector = Projector(with_user(url, khala_cmd.WRITER_ROLE))
         projector.start()
+        watcher = asyncio.create_task(stop_when_idle(*idle)) if idle else None
         try:
             await serve_all([runtime, control, khala], on_ready=ready)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await projector.stop()
 
     uvloop.run(everything())
@@ -176,7 +237,10 @@ def _serve_workers(workers: int, host: str, port: int, pool_size: int) -> None:
 
 @token_app.command("runtime")
 def token_runtime(
-    user: Annotated[str | None, typer.Option(help="User id; the principal becomes user:ID.")] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="Operators: user id, the principal becomes user:ID (default: oa login's)."),
+    ] = None,
     principal: Annotated[str | None, typer.Option(help="A full principal, e.g. service:codex.")] = None,
     ttl: Annotated[int, typer.Option(min=1, max=900, help="Seconds the signature lives.")] = 300,
     org: Annotated[
@@ -184,12 +248,19 @@ def token_runtime(
         typer.Option(help="Act for this org (id or name); checked against control's memberships."),
     ] = None,
 ) -> None:
-    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment."""
-    if (user is None) == (principal is None):
-        raise typer.BadParameter("give exactly one of --user or --principal")
-    who = principal or f"user:{user}"
-    secret = _caller_secret()
-    print(sign_caller(secret, who, ttl, org=_org_for(who, org) if org is not None else None))
+    """Print a short-lived X-OA-RUNTIME-SIGNATURE for the local deployment (default: as the
+    account `oa login` signed in to, in its org; --user/--principal are for operators, and
+    their --org is checked against control's memberships)."""
+    if user is not None and principal is not None:
+        raise typer.BadParameter("give at most one of --user or --principal")
+    operator = principal or user
+    if operator is None:
+        who = acting_as(None, org)
+    else:
+        who = acting_as(operator)
+        if org is not None:
+            who = Identity(who.principal, _org_for(who.principal, org))
+    print(sign_as(who, ttl))
 
 
 def _org_for(principal: str, org: str) -> str:
@@ -212,13 +283,6 @@ def _org_for(principal: str, org: str) -> str:
     except OAError as exc:
         Console(stderr=True).print(f"[red]refused ({exc.code}):[/] {exc.message}")
         raise typer.Exit(1) from None
-
-
-def _caller_secret() -> bytes:
-    env = os.environ.get("OA_RUNTIME_CALLER_SECRET")
-    if env:
-        return env.encode()
-    return load_or_create_secret(LocalDeployment.from_env().caller_secret_file)
 
 
 def main() -> None:  # pragma: no cover

@@ -51,6 +51,19 @@ def _selected(env_file: Path | None, what: str) -> SelfHosted:
 
 
 @app.command()
+def stop() -> None:
+    """Stop the anonymous agent deployment (.oa/agent) now; it also stops by itself after
+    OA_AGENT_IDLE_EXIT_S (default 900) seconds without an MCP server using it."""
+    from oa.agent import anonymous
+
+    home = anonymous.agent_home(Path.cwd())
+    if anonymous.stop(home):
+        err.print(f"stopped the anonymous agent deployment in {home}")
+    else:
+        err.print(f"no anonymous agent deployment is running in {home}")
+
+
+@app.command()
 def start(
     env_file: EnvFile = None,
     http: Annotated[

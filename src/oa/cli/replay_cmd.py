@@ -21,7 +21,10 @@ from oa.runtime.domain.replay import Verdict, verify_lines
 
 app = typer.Typer(help="Export and verify replay artifacts (receipt + REPLAY.jsonl).", no_args_is_help=True)
 console = Console()
-User = Annotated[str, typer.Option("--user", help="Act as user:ID (or a full principal).")]
+User = Annotated[
+    str | None,
+    typer.Option("--user", help="Act as user:ID or a full principal (default: `oa login`'s account)."),
+]
 
 
 @app.command()
@@ -30,7 +33,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Folder to write receipt.json and REPLAY.jsonl into.")] = Path(
         "."
     ),
-    user: User = "local",
+    user: User = None,
 ) -> None:
     """Write RUN's receipt.json and REPLAY.jsonl (streamed; large runs never sit in memory)."""
     out.mkdir(parents=True, exist_ok=True)

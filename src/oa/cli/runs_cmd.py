@@ -1,36 +1,57 @@
-"""`oa runs append|show|stream`: the runtime API from a terminal, signed as a user."""
+"""`oa runs append|show|stream`: the runtime API from a terminal, as the signed-in account.
+
+`oa workers` (workers_cmd.py) shows workers with the same helpers: both kinds of stream are
+paged with `after_seq` and followed over SSE.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from oa.deployment import LocalDeployment
-from oa.runtime.signing import HEADER, load_or_create_secret, sign_caller
+from oa.cli.runtime_client import DeploymentClient, client, fail
 
-app = typer.Typer(help="Append to, show and follow runs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Append to, show and follow runs (as the account `oa login` signed in to).", no_args_is_help=True
+)
 console = Console()
-User = Annotated[str, typer.Option("--user", help="Act as user:ID.")]
+User = Annotated[
+    str | None,
+    typer.Option("--user", help="Operators: act as user:ID (default: the account `oa login` signed in to)."),
+]
+RUNS = "/internal/v1/runs"
 
 
-def _client(user: str) -> httpx.Client:
-    dep = LocalDeployment.from_env()
-    token = sign_caller(load_or_create_secret(dep.caller_secret_file), f"user:{user}", 300)
-    return httpx.Client(base_url=dep.runtime_url(), headers={HEADER: token}, timeout=30)
+def events_table(c: DeploymentClient, base: str) -> Table:
+    """Every event of a run or worker (`base` is its URL path), paged 1,000 at a time."""
+    table = Table("seq", "type", "payload", "hash")
+    after = 0
+    while True:
+        resp = c.get(f"{base}/events", params={"after_seq": after, "limit": 1000})
+        if resp.status_code >= 400:
+            fail(resp)
+        page = resp.json()
+        for ev in page["events"]:
+            table.add_row(str(ev["seq"]), ev["event_type"], json.dumps(ev["payload"])[:60], ev["hash"][:12])
+        if not page["events"]:
+            return table
+        after = page["next_after_seq"]
 
 
-def _fail(resp: httpx.Response) -> None:
-    try:
-        err = resp.json()["error"]
-        console.print(f"[red]{resp.status_code} {err['code']}[/]: {err['message']}")
-    except Exception:
-        console.print(f"[red]{resp.status_code}[/]: {resp.text[:500]}")
-    raise typer.Exit(1)
+def follow(c: DeploymentClient, base: str, cursor: int) -> None:
+    """Print a run's or worker's events live (SSE) until the server ends the stream."""
+    with c.stream("GET", f"{base}/stream", params={"cursor": cursor}, timeout=None) as resp:
+        if resp.status_code >= 400:
+            resp.read()
+            fail(resp)
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and line != "data: {}":
+                ev: dict[str, Any] = json.loads(line[6:])
+                console.print(f"{ev['seq']:>6} {ev['event_type']:<22} {json.dumps(ev['payload'])[:80]}")
 
 
 @app.command()
@@ -39,7 +60,7 @@ def append(
     event_type: str,
     payload: Annotated[str, typer.Option(help="JSON object.")] = "{}",
     key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
-    user: User = "local",
+    user: User = None,
 ) -> None:
     """Append one event to RUN_ID."""
     try:
@@ -49,53 +70,29 @@ def append(
     body = {"event_type": event_type, "payload": body_payload}
     if key:
         body["idempotency_key"] = key
-    with _client(user) as c:
-        resp = c.post(f"/internal/v1/runs/{run_id}/events", json=body)
+    with client(user) as c:
+        resp = c.post(f"{RUNS}/{run_id}/events", json=body)
     if resp.status_code >= 400:
-        _fail(resp)
+        fail(resp)
     out = resp.json()
     ev = out["event"]
     console.print(f"{out['result']}: seq {ev['seq'] if ev else out['last_seq']}, status {out['status']}")
 
 
 @app.command()
-def show(run_id: str, user: User = "local") -> None:
+def show(run_id: str, user: User = None) -> None:
     """Show a run's snapshot and its events."""
-    with _client(user) as c:
-        snap = c.get(f"/internal/v1/runs/{run_id}/snapshot")
+    with client(user) as c:
+        snap = c.get(f"{RUNS}/{run_id}/snapshot")
         if snap.status_code >= 400:
-            _fail(snap)
+            fail(snap)
         s = snap.json()
         console.print(f"[bold]{run_id}[/] {s['status']}  last_seq {s['last_seq']}  owner {s['owner']}")
-        table = Table("seq", "type", "payload", "hash")
-        after = 0
-        while True:
-            page = c.get(
-                f"/internal/v1/runs/{run_id}/events", params={"after_seq": after, "limit": 1000}
-            ).json()
-            for ev in page["events"]:
-                table.add_row(
-                    str(ev["seq"]), ev["event_type"], json.dumps(ev["payload"])[:60], ev["hash"][:12]
-                )
-            if not page["events"]:
-                break
-            after = page["next_after_seq"]
-    console.print(table)
+        console.print(events_table(c, f"{RUNS}/{run_id}"))
 
 
 @app.command()
-def stream(run_id: str, cursor: int = 0, user: User = "local") -> None:
+def stream(run_id: str, cursor: int = 0, user: User = None) -> None:
     """Follow a run's events live (SSE) until it finishes."""
-    with (
-        _client(user) as c,
-        c.stream(
-            "GET", f"/internal/v1/runs/{run_id}/stream", params={"cursor": cursor}, timeout=None
-        ) as resp,
-    ):
-        if resp.status_code >= 400:
-            resp.read()
-            _fail(resp)
-        for line in resp.iter_lines():
-            if line.startswith("data: ") and line != "data: {}":
-                ev = json.loads(line[6:])
-                console.print(f"{ev['seq']:>6} {ev['event_type']:<22} {json.dumps(ev['payload'])[:80]}")
+    with client(user, timeout=None) as c:
+        follow(c, f"{RUNS}/{run_id}", cursor)

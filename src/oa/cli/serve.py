@@ -72,8 +72,15 @@ def pick_port(host: str, wanted: int) -> int:
         return int(s.getsockname()[1])
 
 
+def database_url(dep: LocalDeployment) -> str:
+    """OA_DATABASE_URL, else the running deployment's database (its deployment.env), else the
+    embedded one in this home: a CLI command must reach the database `oa run` serves from."""
+    running = dep.read_env().get("OA_DATABASE_URL") if dep.stale_reason() is None else None
+    return os.environ.get("OA_DATABASE_URL") or running or resolve_database_url(dep.home)
+
+
 def prepare_database(dep: LocalDeployment) -> str:
-    url = resolve_database_url(dep.home)
+    url = database_url(dep)
     migrate(url)
     return url
 

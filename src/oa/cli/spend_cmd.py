@@ -17,7 +17,10 @@ from oa.cli.runtime_client import client, fail
 
 app = typer.Typer(help="Spend authorizations and reservations.", no_args_is_help=True)
 console = Console()
-User = Annotated[str, typer.Option("--user", help="Act as user:ID (or a full principal).")]
+User = Annotated[
+    str | None,
+    typer.Option("--user", help="Act as user:ID or a full principal (default: `oa login`'s account)."),
+]
 
 
 @app.command()
@@ -29,7 +32,7 @@ def reconcile(
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept on the reservation).")] = None,
     authorization: Annotated[str | None, typer.Option(help="Only this authorization.")] = None,
-    user: User = "local",
+    user: User = None,
 ) -> None:
     """List reservations needing reconciliation, or resolve one with --resolve ID --as OUTCOME."""
     with client(user) as c:

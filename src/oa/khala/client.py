@@ -35,6 +35,16 @@ class Document:
     doc_version: int
     payload: dict[str, Any] | None
     payload_hash: str | None
+    projection_version: int = 0
+
+
+def is_newer(update: dict[str, Any], held: Document) -> bool:
+    """Updates are ordered by (projection_version, doc_version): a document re-folded by a
+    new projection version keeps its doc_version and still replaces the one held."""
+    return (int(update.get("projection_version") or 0), update["doc_version"]) > (
+        held.projection_version,
+        held.doc_version,
+    )
 
 
 @dataclass
@@ -209,7 +219,7 @@ class KhalaClient:
         for u in frame.get("updates", []):
             topic, key = u["topic"], u["doc_key"]
             held = self.documents.get(key)
-            if held is not None and u["doc_version"] <= held.doc_version:
+            if held is not None and not is_newer(u, held):
                 self.stats.dropped_stale += 1
             else:
                 payload = None if u.get("deleted") else u.get("payload")
@@ -217,7 +227,12 @@ class KhalaClient:
                     self.documents.pop(key, None)
                 else:
                     self.documents[key] = Document(
-                        topic, key, u["doc_version"], payload, u.get("payload_hash")
+                        topic,
+                        key,
+                        u["doc_version"],
+                        payload,
+                        u.get("payload_hash"),
+                        u.get("projection_version") or 0,
                     )
                 self.stats.applied += 1
                 if self.on_change is not None:
@@ -251,7 +266,12 @@ class KhalaClient:
                     del self.documents[key]
                 for u in body["documents"]:
                     self.documents[u["doc_key"]] = Document(
-                        topic, u["doc_key"], u["doc_version"], u["payload"], u["payload_hash"]
+                        topic,
+                        u["doc_key"],
+                        u["doc_version"],
+                        u["payload"],
+                        u["payload_hash"],
+                        u.get("projection_version") or 0,
                     )
                 self.watermarks[topic] = body["watermark"]
         self.stats.hydrations += 1

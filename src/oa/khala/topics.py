@@ -1,43 +1,40 @@
 """The topic catalog: what clients can subscribe to, how long it is kept, how far a resume
-may replay. Topics are the coarse scopes a sync token carries."""
+may replay, which fields live queries may filter (`queryable`) and order on (`orderable`).
+Topics are the coarse scopes a sync token carries.
+
+Derived from the proto declaration (`proto/oa/sync/v1/catalog.proto`, read by `oa.catalog`);
+nothing here is written by hand.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
+from oa.catalog import PROJECTIONS, TOPIC_NAMES, TOPICS, TopicDecl, projection_of_key
 
-@dataclass(frozen=True)
-class Topic:
-    name: str
-    doc_prefix: str
-    retention_s: int
-    replay_budget: int  # journal rows a resume may replay before a full resync is cheaper
-    queryable: tuple[str, ...] = ()  # document fields a live-query list may filter on (equality)
-    orderable: tuple[str, ...] = ()  # document fields a live-query list may be ordered by
-
-
+Topic = TopicDecl
 HOUR = 3600
-TOPICS: dict[str, Topic] = {
-    t.name: t
-    for t in (
-        Topic(
-            "runtime.run_summaries",
-            "runtime/run_summary:",
-            7 * 24 * HOUR,
-            20_000,
-            ("owner", "org_id", "status"),
-            ("last_event_at", "created_at"),
-        ),
-        Topic(
-            "runtime.codex_worker_summaries",
-            "runtime/codex_worker_summary:",
-            3 * 24 * HOUR,
-            10_000,
-            ("owner", "status"),
-            ("last_event_at", "created_at"),
-        ),
-        Topic("runtime.codex_worker_events", "runtime/codex_worker_event:", 24 * HOUR, 3_000),
-        Topic("runtime.notifications", "runtime/notification:", 12 * HOUR, 500),
-    )
-}
-TOPIC_NAMES = tuple(TOPICS)
+
+__all__ = ["HOUR", "PROJECTIONS", "TOPICS", "TOPIC_NAMES", "Topic", "dashboard_config", "projection_of_key"]
+
+
+def dashboard_config() -> dict[str, Any]:
+    """What the dashboard needs to know about topics (served as JSON; the JS hard-codes none)."""
+    return {
+        "topics": list(TOPICS),
+        "live_topics": [t.name for t in TOPICS.values() if t.dashboard_live],
+        "topic_catalog": [
+            {
+                "name": t.name,
+                "title": t.title,
+                "doc_prefixes": list(t.doc_prefixes),
+                "queryable": list(t.queryable),
+                "orderable": list(t.orderable),
+            }
+            for t in TOPICS.values()
+        ],
+        "projections": {
+            p.name: {"topic": p.topic, "doc_prefix": p.doc_prefix, "version": p.version}
+            for p in PROJECTIONS.values()
+        },
+    }

@@ -13,11 +13,14 @@ from pathlib import Path
 
 def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
     """Start (or attach to) the embedded server and return its socket URI."""
-    import pgserver
-
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir at import; without XDG_RUNTIME_DIR
+        # (containers, ssh) that warns on every start and falls back to /tmp/runtime-$UID,
+        # which works: nothing a user can or should act on.
         warnings.simplefilter("ignore")
+        import pgserver
+
         server = pgserver.get_server(  # type: ignore[attr-defined]
             data_dir, cleanup_mode=None if keep_running else "stop"
         )

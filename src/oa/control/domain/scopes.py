@@ -1,21 +1,17 @@
 """Sync scopes are the Khala topics. A token never carries more than its holder may see.
 
-Control keeps its own copy of the topic names (it may not import Khala); a test checks
-that the two lists agree.
+Control may not import Khala: it reads the topic names from the proto catalog
+(`oa.catalog`, generated from proto/oa/sync/v1/catalog.proto), as Khala does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from oa.catalog import TOPIC_NAMES
 from oa.exceptions import Forbidden, InvalidRequest
 
-SYNC_SCOPES: tuple[str, ...] = (
-    "runtime.run_summaries",
-    "runtime.codex_worker_summaries",
-    "runtime.codex_worker_events",
-    "runtime.notifications",
-)
+SYNC_SCOPES: tuple[str, ...] = TOPIC_NAMES
 DEFAULT_MEMBER_SCOPES: tuple[str, ...] = SYNC_SCOPES
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from oa.control.adapters import accounts_sql as sql
 from oa.control.adapters.accounts_sql import SessionInfo
 from oa.control.domain import secrets as sec
@@ -134,23 +136,36 @@ class Accounts:
             await sql.clear_failures(conn, email)
             if stored is not None and self.passwords.needs_rehash(stored):
                 await sql.set_password(conn, user_id, await asyncio.to_thread(self.passwords.hash, password))
-            orgs = await sql.memberships(conn, user_id)
-            chosen = [m for m in orgs if org is None or org in (m["org_id"], m["name"])]
-            if not chosen:
-                raise Unauthorized(
-                    "you are not a member of that organization" if org else "you belong to no organization",
-                    {"organizations": [m["name"] for m in orgs]},
+            return await self._open_session(conn, user_id, org)
+
+    async def operator_session(self, user_id: str, org: str | None = None) -> SignedIn:
+        """A session for a user without their password: for operators with database access
+        (`oa token sync --user ID`), never reachable over HTTP. Membership is still checked."""
+        async with self._db.transaction() as conn:
+            if not await sql.memberships(conn, user_id):
+                raise NotFound(
+                    f"no user {user_id!r} with an organization; add one: oa control user add EMAIL"
                 )
-            token = sec.new_session_token()
-            session_id = sec.new_id("s")
-            expires = await sql.insert_session(
-                conn,
-                session_id,
-                sec.token_hash(token),
-                user_id,
-                chosen[0]["org_id"],
-                self._settings.session_ttl_s,
+            return await self._open_session(conn, user_id, org)
+
+    async def _open_session(self, conn: asyncpg.Connection, user_id: str, org: str | None) -> SignedIn:
+        orgs = await sql.memberships(conn, user_id)
+        chosen = [m for m in orgs if org is None or org in (m["org_id"], m["name"])]
+        if not chosen:
+            raise Unauthorized(
+                "you are not a member of that organization" if org else "you belong to no organization",
+                {"organizations": [m["name"] for m in orgs]},
             )
+        token = sec.new_session_token()
+        session_id = sec.new_id("s")
+        expires = await sql.insert_session(
+            conn,
+            session_id,
+            sec.token_hash(token),
+            user_id,
+            chosen[0]["org_id"],
+            self._settings.session_ttl_s,
+        )
         return SignedIn(token, session_id, user_id, chosen[0]["org_id"], expires)
 
     async def authenticate(self, bearer: str | None) -> SessionInfo:

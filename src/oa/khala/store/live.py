@@ -17,7 +17,10 @@ import asyncpg
 from oa.khala.store.reader import ROW_COLUMNS, JournalRow
 
 _J = ", ".join(f"j.{c.strip()}" for c in ROW_COLUMNS.split(","))
-_D = "d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user, d.org_id"
+_D = (
+    "d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user, d.org_id,"
+    " d.projection_version"
+)
 # A document's stream: the run or worker id, the key's second `:`-separated part.
 STREAM_SQL = "split_part({t}.doc_key, ':', 2)"
 _HEAD = (

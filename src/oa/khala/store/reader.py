@@ -9,7 +9,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-ROW_COLUMNS = "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id"
+ROW_COLUMNS = (
+    "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id,"
+    " projection_version"
+)
 _J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in ROW_COLUMNS.split(","))
 
 
@@ -24,6 +27,7 @@ class JournalRow:
     payload_hash: str | None
     owner_user: str | None
     org_id: str | None
+    projection_version: int = 1  # clients order updates by (projection_version, doc_version)
 
     def visible_to(self, user_id: str, org_id: str | None) -> bool:
         """Per-document authorization: own documents, and documents of the user's org."""
@@ -38,6 +42,7 @@ class JournalRow:
             "payload": orjson.Fragment(self.payload) if self.payload is not None else None,
             "payload_hash": self.payload_hash,
             "deleted": self.payload is None,
+            "projection_version": self.projection_version,
         }
 
 
@@ -102,7 +107,7 @@ async def snapshot(
     """
     recs = await conn.fetch(
         "SELECT h.head, d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash,"
-        " d.owner_user, d.org_id"
+        " d.owner_user, d.org_id, d.projection_version"
         " FROM (SELECT coalesce(max(watermark), 0) AS head FROM khala.topic_heads WHERE topic = $1) h"
         " LEFT JOIN LATERAL (SELECT d.* FROM khala.documents d JOIN khala.state s"
         "   ON s.live_generation = d.generation"
@@ -115,3 +120,51 @@ async def snapshot(
     )
     head = int(recs[0]["head"]) if recs else 0
     return head, [JournalRow(*r[1:]) for r in recs if r["doc_key"] is not None]
+
+
+# -- status and history (the dashboard's and operators' read-only views) -------------------
+
+
+async def live_checkpoints(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    """The live generation's checkpoints: projection, position, failed_at_position, error, idle_s."""
+    return list(
+        await conn.fetch(
+            "SELECT c.projection, c.position, c.failed_at_position, c.error,"
+            " extract(epoch FROM now() - c.updated_at) AS idle_s"
+            " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
+            " ORDER BY c.projection"
+        )
+    )
+
+
+async def recent_errors(conn: asyncpg.Connection | asyncpg.Pool, limit: int = 20) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT id, at, source, projection, position, message FROM khala.errors ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+    )
+
+
+async def document_history(
+    conn: asyncpg.Connection | asyncpg.Pool, topic: str, doc_key: str, limit: int
+) -> list[tuple[JournalRow, Any]]:
+    """A document's journal rows, newest first, each with its commit time."""
+    records = await conn.fetch(
+        f"SELECT {ROW_COLUMNS}, committed_at FROM khala.stream_journal"
+        " WHERE topic = $1 AND doc_key = $2 ORDER BY watermark DESC LIMIT $3",
+        topic,
+        doc_key,
+        limit,
+    )
+    return [(JournalRow(*r[:-1]), r["committed_at"]) for r in records]
+
+
+async def min_live_position(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The lowest checkpoint of the live generation (0 if none): how far every projection got."""
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(min(position), 0) FROM khala.checkpoints c JOIN khala.state s"
+            " ON s.live_generation = c.generation"
+        )
+    )

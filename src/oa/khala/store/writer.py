@@ -36,8 +36,53 @@ class Applied:
     heads: dict[str, int]
 
 
+@dataclass
+class Checkpoint:
+    position: int
+    failed_at: int | None
+    error: str | None
+    version: int | None = None  # the projection version its documents were folded with
+    builds_into: int | None = None  # a per-projection build: the live generation it joins
+
+
 async def live_generation(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1"))
+
+
+async def lock_live_generation(conn: asyncpg.Connection) -> int:
+    """The live generation, with the state row locked until the caller's transaction ends.
+
+    Every projector batch takes this lock, so batches, switches and resets serialize."""
+    return int(await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1 FOR UPDATE"))
+
+
+async def load_checkpoints(conn: asyncpg.Connection, generation: int) -> dict[str, Checkpoint]:
+    rows = await conn.fetch(
+        "SELECT projection, position, failed_at_position, error, version, builds_into"
+        " FROM khala.checkpoints WHERE generation = $1",
+        generation,
+    )
+    return {
+        r["projection"]: Checkpoint(
+            r["position"], r["failed_at_position"], r["error"], r["version"], r["builds_into"]
+        )
+        for r in rows
+    }
+
+
+async def load_documents(
+    conn: asyncpg.Connection, generation: int, keys: set[str]
+) -> dict[str, tuple[str, int]]:
+    """doc_key -> (payload JSON, doc_version) of those `keys` that exist in `generation`."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT doc_key, payload, doc_version FROM khala.documents"
+        " WHERE generation = $1 AND doc_key = ANY($2::text[])",
+        generation,
+        list(keys),
+    )
+    return {r["doc_key"]: (r["payload"], r["doc_version"]) for r in rows}
 
 
 async def apply(
@@ -47,6 +92,7 @@ async def apply(
     checkpoints: Mapping[str, int],
     *,
     journal: bool = True,
+    versions: Mapping[str, int] | None = None,
 ) -> Applied:
     """Write `changes` to `generation` and move `checkpoints`; journal them if `journal`.
 
@@ -111,10 +157,10 @@ async def apply(
         if journal:
             await conn.execute(
                 "INSERT INTO khala.stream_journal (topic, watermark, batch_id, doc_key, doc_version,"
-                " payload, payload_hash, owner_user, org_id)"
-                " SELECT u.topic, u.wm, $1, u.k, u.v, u.p, u.h, u.o, u.g FROM unnest($2::text[],"
-                " $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])"
-                " AS u(topic, wm, k, v, p, h, o, g)",
+                " payload, payload_hash, owner_user, org_id, projection_version)"
+                " SELECT u.topic, u.wm, $1, u.k, u.v, u.p, u.h, u.o, u.g, u.pv FROM unnest($2::text[],"
+                " $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],"
+                " $10::int[]) AS u(topic, wm, k, v, p, h, o, g, pv)",
                 batch_id,
                 [c.topic for c in changes],
                 marks,
@@ -124,6 +170,7 @@ async def apply(
                 [c.payload_hash for c in changes],
                 [c.owner_user for c in changes],
                 [c.org_id for c in changes],
+                [c.projection_version for c in changes],
             )
             await conn.execute(
                 "SELECT pg_notify($1, $2)",
@@ -131,14 +178,17 @@ async def apply(
                 " ".join(f"{t}={w}" for t, w in sorted(heads.items())),
             )
     if checkpoints:
+        # `versions` (projection -> declared version) records what the documents were folded
+        # with; a projection absent from it keeps the version its row holds.
         await conn.execute(
-            "INSERT INTO khala.checkpoints AS c (generation, projection, position)"
-            " SELECT $1, * FROM unnest($2::text[], $3::bigint[])"
+            "INSERT INTO khala.checkpoints AS c (generation, projection, position, version)"
+            " SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::int[])"
             " ON CONFLICT (generation, projection) DO UPDATE SET position = EXCLUDED.position,"
-            " updated_at = now()",
+            " version = coalesce(EXCLUDED.version, c.version), updated_at = now()",
             generation,
             list(checkpoints),
             list(checkpoints.values()),
+            [(versions or {}).get(name) for name in checkpoints],
         )
     return Applied(batch_id, heads)
 

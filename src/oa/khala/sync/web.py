@@ -22,10 +22,11 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from oa.khala.store.reader import ROW_COLUMNS, JournalRow
+from oa.khala.store import reader
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
 from oa.khala.topics import TOPICS
+from oa.khala.topics import dashboard_config as topics_config
 
 WEB_DIR = FsPath(__file__).resolve().parent.parent / "web"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -57,22 +58,15 @@ def dashboard_config(app: FastAPI) -> dict[str, Any]:
         "control_url": os.environ.get("OA_CONTROL_URL", "").rstrip("/") or None,
         "token_ttl_s": 300,
         "refresh_before_s": 30,
-        "topics": list(TOPICS),
+        **topics_config(),  # topics, live topics and document prefixes, from the proto catalog
         **overrides,
     }
 
 
 async def projector_lag(pool: asyncpg.Pool) -> dict[str, Any]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT c.projection, c.position, c.failed_at_position, c.error,"
-            " extract(epoch FROM now() - c.updated_at) AS idle_s"
-            " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
-            " ORDER BY c.projection"
-        )
-        errors = await conn.fetch(
-            "SELECT id, at, source, projection, position, message FROM khala.errors ORDER BY id DESC LIMIT 20"
-        )
+        rows = await reader.live_checkpoints(conn)
+        errors = await reader.recent_errors(conn, 20)
         try:
             head: int | None = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
         except (asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedTableError):
@@ -146,14 +140,7 @@ def install_web(app: FastAPI, verify: Verify) -> None:
         if topic not in who.scopes:
             return _error(403, "forbidden_topic", f"your token does not grant {topic}")
         hub: Hub = app.state.hub
-        records = await hub.pool.fetch(
-            f"SELECT {ROW_COLUMNS}, committed_at FROM khala.stream_journal"
-            " WHERE topic = $1 AND doc_key = $2 ORDER BY watermark DESC LIMIT $3",
-            topic,
-            doc_key,
-            limit,
-        )
-        rows = [(JournalRow(*r[:-1]), r["committed_at"]) for r in records]
+        rows = await reader.document_history(hub.pool, topic, doc_key, limit)
         visible = [(r, at) for r, at in rows if r.visible_to(who.user_id, who.org_id)]
         if rows and not visible:
             return _error(404, "not_found", f"no document {doc_key!r} of yours")

@@ -26,6 +26,14 @@ class Closed extends Error {}
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// Updates are ordered by (projection_version, doc_version): a document re-folded by a new
+// projection version keeps its doc_version and still replaces the one held.
+function isNewer(u, held) {
+  const pv = u.projection_version || 0;
+  const heldPv = held.projection_version || 0;
+  return pv > heldPv || (pv === heldPv && u.doc_version > held.doc_version);
+}
+
 export class KhalaClient {
   constructor({
     baseUrl = location.origin,
@@ -295,7 +303,7 @@ export class KhalaClient {
     this.stats.batches += 1;
     for (const u of frame.updates || []) {
       const held = this.documents.get(u.doc_key);
-      if (held && u.doc_version <= held.doc_version) {
+      if (held && !isNewer(u, held)) {
         this.stats.dropped_stale += 1;
       } else {
         const payload = u.deleted ? null : u.payload;
@@ -307,6 +315,7 @@ export class KhalaClient {
             topic: u.topic,
             doc_key: u.doc_key,
             doc_version: u.doc_version,
+            projection_version: u.projection_version || 0,
             payload,
             payload_hash: u.payload_hash,
           };
@@ -366,6 +375,7 @@ export class KhalaClient {
           topic,
           doc_key: u.doc_key,
           doc_version: u.doc_version,
+          projection_version: u.projection_version || 0,
           payload: u.payload,
           payload_hash: u.payload_hash,
         };

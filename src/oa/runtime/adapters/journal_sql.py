@@ -283,3 +283,18 @@ async def read_head(conn: asyncpg.Connection | asyncpg.Pool, kind: str, stream_i
         stream_id,
     )
     return None if row is None else head_of(kind, row)
+
+
+async def journal_head(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The position of the last committed event (0 when the journal is empty)."""
+    return int(await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1") or 0)
+
+
+async def event_ages(conn: asyncpg.Connection | asyncpg.Pool, positions: Sequence[int]) -> dict[int, float]:
+    """position -> seconds since the event there was recorded (positions with no event are left out)."""
+    rows = await conn.fetch(
+        "SELECT position, extract(epoch FROM now() - recorded_at) AS age FROM runtime.events"
+        " WHERE position = ANY($1::bigint[])",
+        list(positions),
+    )
+    return {int(r["position"]): float(r["age"]) for r in rows}

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from oa.catalog import PROJECTIONS as DECLARED
+from oa.catalog import ProjectionDecl
 from oa.runtime.domain.journal import Event
 from oa.runtime.domain.runs import RunStatus, next_status
 from oa.runtime.domain.workers import WorkerStatus, target_status
@@ -22,13 +24,39 @@ from oa.runtime.domain.workers import next_status as worker_next_status
 Doc = dict[str, Any]
 
 
+Ids = Callable[[Event], list[str]]
+Fold = Callable[[Doc | None, Event, dict[str, Any]], Doc | None]
+
+
 @dataclass(frozen=True)
 class Projection:
-    name: str
-    topic: str
-    version: int
-    keys: Callable[[Event], list[str]]
-    fold: Callable[[Doc | None, Event, dict[str, Any]], Doc | None]
+    """A declared projection (proto/oa/sync/v1/catalog.proto) with its fold.
+
+    `ids` names the documents an event touches by id only; the key is always the declared
+    prefix + id, so a projection cannot write outside its topic's prefixes."""
+
+    decl: ProjectionDecl
+    ids: Ids
+    fold: Fold
+
+    @property
+    def name(self) -> str:
+        return self.decl.name
+
+    @property
+    def topic(self) -> str:
+        return self.decl.topic
+
+    @property
+    def version(self) -> int:
+        return self.decl.version
+
+    @property
+    def doc_prefix(self) -> str:
+        return self.decl.doc_prefix
+
+    def keys(self, ev: Event) -> list[str]:
+        return [self.decl.doc_prefix + i for i in self.ids(ev)]
 
 
 def owner_of(principal: str) -> str:
@@ -51,8 +79,8 @@ def _org(payload: dict[str, Any]) -> str | None:
 # -- run summaries -------------------------------------------------------------------------
 
 
-def _run_keys(ev: Event) -> list[str]:
-    return [f"runtime/run_summary:{ev.stream_id}"] if ev.kind == "run" else []
+def _run_ids(ev: Event) -> list[str]:
+    return [ev.stream_id] if ev.kind == "run" else []
 
 
 def _fold_run(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
@@ -117,10 +145,6 @@ TIMELINE_POLICY = 50  # the last N policy decisions of a run
 TIMELINE_PAYLOAD_CHARS = 512  # bigger payloads are replaced by their keys
 
 
-def _timeline_keys(ev: Event) -> list[str]:
-    return [f"runtime/run_timeline:{ev.stream_id}"] if ev.kind == "run" else []
-
-
 def _brief(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload itself when small, else just its field names (deterministic either way)."""
     if len(orjson.dumps(payload)) <= TIMELINE_PAYLOAD_CHARS:
@@ -167,8 +191,8 @@ def _fold_timeline(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
 # -- codex workers ------------------------------------------------------------------------
 
 
-def _worker_keys(ev: Event) -> list[str]:
-    return [f"runtime/codex_worker_summary:{ev.stream_id}"] if ev.kind == "worker" else []
+def _worker_ids(ev: Event) -> list[str]:
+    return [ev.stream_id] if ev.kind == "worker" else []
 
 
 def _fold_worker(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
@@ -209,8 +233,8 @@ def _fold_worker(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     return d
 
 
-def _worker_event_keys(ev: Event) -> list[str]:
-    return [f"runtime/codex_worker_event:{ev.stream_id}:{ev.seq}"] if ev.kind == "worker" else []
+def _worker_event_ids(ev: Event) -> list[str]:
+    return [f"{ev.stream_id}:{ev.seq}"] if ev.kind == "worker" else []
 
 
 def _fold_worker_event(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
@@ -223,6 +247,40 @@ def _fold_worker_event(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> D
         "payload": payload,
         "recorded_at": ev.recorded_at,
     }
+
+
+# -- daily spend per run (summed per org and day by its readers) ----------------------------
+
+
+def _spend_ids(ev: Event) -> list[str]:
+    return [ev.stream_id] if ev.kind == "run" and ev.event_type in ("run.started", "policy.decision") else []
+
+
+def _fold_daily_spend(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    """Allowed decisions' requested sats, by the UTC day the decision was recorded."""
+    d: Doc = (
+        dict(doc)
+        if doc
+        else {
+            "run_id": ev.stream_id,
+            "owner": owner_of(ev.principal),
+            "org_id": None,
+            "days": {},
+            "total_sats": 0,
+            "decisions": 0,
+        }
+    )
+    if ev.event_type == "run.started":
+        d["org_id"] = d["org_id"] or _org(payload)
+        return d
+    budget = payload.get("budget")
+    sats = budget.get("requested_sats") if isinstance(budget, dict) else None
+    if payload.get("decision") == "allow" and isinstance(sats, int) and sats > 0:
+        day = ev.recorded_at[:10]
+        d["days"] = {**d["days"], day: d["days"].get(day, 0) + sats}
+        d["total_sats"] += sats
+        d["decisions"] += 1
+    return d
 
 
 # -- notifications --------------------------------------------------------------------------
@@ -244,14 +302,14 @@ def _notification_kind(ev: Event, payload: dict[str, Any]) -> str | None:
     return _NOTIFY.get((ev.event_type, str(payload.get("status"))))
 
 
-def _notification_keys(ev: Event) -> list[str]:
+def _notification_ids(ev: Event) -> list[str]:
     if ev.kind != "run" or ev.event_type not in (
         "run.finished",
         "policy.budget_exhausted",
         "run.executor_lost",
     ):
         return []
-    return [f"runtime/notification:{ev.stream_id}"]
+    return [ev.stream_id]
 
 
 _MESSAGES = {
@@ -282,15 +340,30 @@ def _fold_notification(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> D
     return d
 
 
-PROJECTIONS: tuple[Projection, ...] = (
-    Projection("run_summaries", "runtime.run_summaries", 1, _run_keys, _fold_run),
-    Projection("codex_worker_summaries", "runtime.codex_worker_summaries", 1, _worker_keys, _fold_worker),
-    Projection(
-        "codex_worker_events", "runtime.codex_worker_events", 1, _worker_event_keys, _fold_worker_event
-    ),
-    Projection("notifications", "runtime.notifications", 1, _notification_keys, _fold_notification),
-    Projection("run_timelines", "runtime.run_summaries", 1, _timeline_keys, _fold_timeline),
-)
+# The folds, keyed by the name their declaration carries. Adding a projection: declare its
+# document in proto/oa/sync/v1/catalog.proto and register its fold here; nothing else.
+FOLDS: dict[str, tuple[Ids, Fold]] = {
+    "run_summaries": (_run_ids, _fold_run),
+    "codex_worker_summaries": (_worker_ids, _fold_worker),
+    "codex_worker_events": (_worker_event_ids, _fold_worker_event),
+    "notifications": (_notification_ids, _fold_notification),
+    "run_timelines": (_run_ids, _fold_timeline),
+    "run_daily_spend": (_spend_ids, _fold_daily_spend),
+}
+
+
+def _registry() -> tuple[Projection, ...]:
+    undeclared = sorted(set(FOLDS) - set(DECLARED))
+    foldless = sorted(set(DECLARED) - set(FOLDS))
+    if undeclared or foldless:
+        raise RuntimeError(
+            f"projections without a declaration: {undeclared}; declarations without a fold: {foldless}"
+            " (declare in proto/oa/sync/v1/catalog.proto, fold in oa.runtime.projector.projections)"
+        )
+    return tuple(Projection(d, *FOLDS[d.name]) for d in DECLARED.values())
+
+
+PROJECTIONS: tuple[Projection, ...] = _registry()
 BY_NAME = {p.name: p for p in PROJECTIONS}
 
 

@@ -13,15 +13,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import asyncpg
 import orjson
 from prometheus_client import Counter, Gauge
 
-from oa.khala.store import writer
+from oa.khala.store import maintenance, writer
 from oa.khala.topics import TOPIC_NAMES
-from oa.runtime.adapters.journal_sql import read_journal
+from oa.runtime.adapters.journal_sql import event_ages, journal_head, read_journal
 from oa.runtime.projector.fold import fold_batch, keys_for
 from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
 
@@ -33,30 +32,9 @@ SECONDS_BEHIND = Gauge("oa_projector_seconds_behind", "Age of the oldest unproje
 EVENTS_PROJECTED = Counter("oa_projector_events_read_total", "Journal events read by projector batches")
 
 
-@dataclass
-class Checkpoint:
-    position: int
-    failed_at: int | None
-    error: str | None
-
-
-async def load_checkpoints(conn: asyncpg.Connection, generation: int) -> dict[str, Checkpoint]:
-    rows = await conn.fetch(
-        "SELECT projection, position, failed_at_position, error FROM khala.checkpoints WHERE generation = $1",
-        generation,
-    )
-    return {r["projection"]: Checkpoint(r["position"], r["failed_at_position"], r["error"]) for r in rows}
-
-
 async def load_docs(conn: asyncpg.Connection, generation: int, keys: set[str]) -> dict[str, tuple[Doc, int]]:
-    if not keys:
-        return {}
-    rows = await conn.fetch(
-        "SELECT doc_key, payload, doc_version FROM khala.documents WHERE generation = $1 AND doc_key = ANY($2::text[])",
-        generation,
-        list(keys),
-    )
-    return {r["doc_key"]: (orjson.loads(r["payload"]), r["doc_version"]) for r in rows}
+    stored = await writer.load_documents(conn, generation, keys)
+    return {k: (orjson.loads(payload), version) for k, (payload, version) in stored.items()}
 
 
 async def project_batch(
@@ -69,9 +47,9 @@ async def project_batch(
     """Fold and commit one batch; returns how many journal events it read (0 = caught up)."""
     async with conn.transaction():
         # The state row lock serializes batches with a rebuild's switch of generations.
-        live = await conn.fetchval("SELECT live_generation FROM khala.state WHERE id = 1 FOR UPDATE")
+        live = await writer.lock_live_generation(conn)
         gen = live if generation is None else generation
-        cps = await load_checkpoints(conn, gen)
+        cps = await writer.load_checkpoints(conn, gen)
         healthy = [p for p in projections if p.name not in cps or cps[p.name].failed_at is None]
         if not healthy:
             return 0
@@ -85,29 +63,37 @@ async def project_batch(
         for f in result.failures:
             log.error("projection %s stopped at position %d: %s", f.projection, f.position, f.message)
             await writer.record_failure(conn, gen, f.projection, f.position, f.message)
-        await writer.apply(conn, gen, result.changes, result.checkpoints, journal=journal and gen == live)
+        versions = {p.name: p.version for p in healthy}
+        await writer.apply(
+            conn, gen, result.changes, result.checkpoints, journal=journal and gen == live, versions=versions
+        )
         return len(events)
 
 
-async def lag(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, object]]:
+async def lag(
+    conn: asyncpg.Connection | asyncpg.Pool, projections: Sequence[Projection] = PROJECTIONS
+) -> dict[str, dict[str, object]]:
     """Per projection: events behind the journal head and seconds since the oldest unseen one."""
-    head = await conn.fetchval("SELECT position FROM runtime.journal_head WHERE id = 1")
-    rows = await conn.fetch(
-        "SELECT c.projection, c.position, c.failed_at_position, c.error,"
-        " (SELECT extract(epoch FROM now() - e.recorded_at) FROM runtime.events e"
-        "   WHERE e.position = c.position + 1) AS behind_s"
-        " FROM khala.checkpoints c JOIN khala.state s ON s.live_generation = c.generation"
-    )
-    out: dict[str, dict[str, object]] = {
-        p.name: {"position": 0, "events_behind": head, "seconds_behind": None, "error": None}
-        for p in PROJECTIONS
-    }
-    for r in rows:
-        out[r["projection"]] = {
-            "position": r["position"],
-            "events_behind": head - r["position"],
-            "seconds_behind": float(r["behind_s"]) if r["behind_s"] is not None else 0.0,
-            "error": r["error"],
+    head = await journal_head(conn)
+    states = await maintenance.projection_states(conn)
+    positions = sorted({s.position for s in states.values()})
+    ages = await event_ages(conn, [p + 1 for p in positions])
+    out: dict[str, dict[str, object]] = {}
+    for p in projections:
+        s = states.get(p.name)
+        position = s.position if s is not None else 0
+        building = s is not None and s.build_position is not None
+        failed = s is not None and (s.failed_at is not None or s.build_error is not None)
+        out[p.name] = {
+            "position": position,
+            "events_behind": head - position,
+            "seconds_behind": ages.get(position + 1, 0.0) if s is not None else None,
+            "error": (s.error or s.build_error) if s is not None else None,
+            "version": p.version,
+            "stored_version": s.version if s is not None else None,
+            "state": "failed" if failed else "catching_up" if building else "live" if s else "new",
+            "build_position": s.build_position if s is not None else None,
+            "journal_head": head,
         }
     return out
 
@@ -116,8 +102,19 @@ class Projector:
     """Runs `project_batch` whenever the journal moves, while holding the leader lock."""
 
     def __init__(
-        self, writer_url: str, batch_size: int = 1000, idle_poll_s: float = 1.0, prune_every_s: float = 60.0
+        self,
+        writer_url: str,
+        batch_size: int = 1000,
+        idle_poll_s: float = 1.0,
+        prune_every_s: float = 60.0,
+        build_batch_size: int = 500,
+        projections: Sequence[Projection] = PROJECTIONS,
     ) -> None:
+        self._projections = tuple(projections)
+        # A build folds `build_batch_size` events between two rounds of live batches: the
+        # most a live update waits for a catch-up (see bench/projection_catchup.py).
+        self._build_batch = build_batch_size
+        self.switched: list[object] = []  # SwitchReports of the builds that switched in
         self._prune_every = prune_every_s
         self._url = writer_url
         self._batch = batch_size
@@ -149,6 +146,7 @@ class Projector:
                 delay = min(delay * 2, 5.0)
 
     async def _lead(self) -> None:
+        from oa.runtime.projector import builds  # imported late: it imports this module
         from oa.runtime.projector.prune import prune  # imported late, like requests below
         from oa.runtime.projector.requests import run_pending_requests  # it imports rebuild, which imports us
 
@@ -162,17 +160,29 @@ class Projector:
             await conn.add_listener("oa_journal", lambda *_: woke.set())
             await conn.add_listener("khala_admin_requests", lambda *_: woke.set())
             measured = pruned = 0.0
+            building = await builds.reconcile(conn, self._projections)  # declared vs stored versions
             while True:
                 woke.clear()
-                while n := await project_batch(conn, batch_size=self._batch):
+                live = builds.live_projections(building, self._projections)
+                while n := await project_batch(conn, projections=live, batch_size=self._batch):
                     self.last_batch_at = time.monotonic()
                     EVENTS_PROJECTED.inc(n)
+                pending = [b for b in building.values() if not b.failed]
+                if pending:
+                    build = pending[0]
+                    if not await builds.step(conn, build, self._build_batch) and not build.failed:
+                        report = await builds.switch_in(conn, build, building, self._projections)
+                        if report is not None:
+                            del building[build.projection.name]
+                            self.switched.append(report)
+                    woke.set()  # come straight back: live batches first, then the next step
                 if time.monotonic() - measured > 2.0:
                     measured = time.monotonic()
                     for name, row in (await lag(conn)).items():
                         EVENTS_BEHIND.labels(name).set(float(row["events_behind"]))  # type: ignore[arg-type]
                         SECONDS_BEHIND.labels(name).set(float(row["seconds_behind"] or 0.0))  # type: ignore[arg-type]
-                await run_pending_requests(conn)  # rebuild/prune/audit asked through Khala's admin API
+                if await run_pending_requests(conn):  # rebuild/prune/audit asked through Khala's admin API
+                    building = await builds.reconcile(conn, self._projections)  # a rebuild replaced builds
                 if time.monotonic() - pruned > self._prune_every:
                     # Retention and replay budgets hold without anyone asking.
                     pruned = time.monotonic()

@@ -1,9 +1,9 @@
 """Operator requests (rebuild, prune, audit) that the Khala admin API records.
 
 The admin API runs in the sync server, whose database role cannot write `khala`; it only
-inserts a row in `khala_admin.requests`. The projector, Khala's single writer, claims
-pending rows between batches (FOR UPDATE SKIP LOCKED, so two projectors never run the same
-one), executes them on its own connection and writes the result back.
+appends a pending request. The projector, Khala's single writer, claims pending requests
+between batches through Khala's store (`oa.khala.store.requests`), executes them on its
+own connection and writes the result back.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import logging
 from typing import Any
 
 import asyncpg
-import orjson
+
+from oa.khala.store import requests
 
 log = logging.getLogger(__name__)
 MAX_DRIFT_LISTED = 50
@@ -36,38 +37,18 @@ async def _execute(conn: asyncpg.Connection, kind: str, args: dict[str, Any]) ->
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-async def _claim(conn: asyncpg.Connection) -> asyncpg.Record | None:
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT id, kind, args FROM khala_admin.requests WHERE status = 'pending'"
-            " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-        )
-        if row is not None:
-            await conn.execute("UPDATE khala_admin.requests SET status = 'running' WHERE id = $1", row["id"])
-        return row
-
-
 async def run_pending_requests(conn: asyncpg.Connection, limit: int = 10) -> int:
     """Claim and execute up to `limit` pending requests; returns how many ran."""
     ran = 0
     while ran < limit:
-        try:
-            row = await _claim(conn)
-        except asyncpg.UndefinedTableError:  # a database from before migration 0005
+        req = await requests.claim(conn)
+        if req is None:
             return ran
-        if row is None:
-            return ran
-        args = orjson.loads(row["args"]) if isinstance(row["args"], str) else dict(row["args"])
         try:
-            result, status = await _execute(conn, row["kind"], args), "done"
+            result, status = await _execute(conn, req.kind, req.args), "done"
         except Exception as exc:  # the request failed, not the projector: report it
-            log.warning("khala request %s (%s) failed: %s", row["id"], row["kind"], exc)
+            log.warning("khala request %s (%s) failed: %s", req.id, req.kind, exc)
             result, status = {"error": str(exc)}, "failed"
-        await conn.execute(
-            "UPDATE khala_admin.requests SET status = $2, result = $3::jsonb, finished_at = now() WHERE id = $1",
-            row["id"],
-            status,
-            orjson.dumps(result).decode(),
-        )
+        await requests.finish(conn, req.id, status, result)
         ran += 1
     return ran

@@ -79,7 +79,9 @@ class GroupAppender:
             if not cmd.future.done():
                 # Cut off mid-commit: the outcome is unknown, so say so (retry is safe with keys).
                 cmd.future.set_exception(
-                    InternalError("the runtime stopped during the commit; retry with the same idempotency_key")
+                    InternalError(
+                        "the runtime stopped during the commit; retry with the same idempotency_key"
+                    )
                 )
         while not self._queue.empty():
             cmd = self._queue.get_nowait()

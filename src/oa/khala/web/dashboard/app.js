@@ -3,12 +3,11 @@
 // animation frame) when a document it shows changes.
 
 import { KhalaClient } from "/client/khala.js";
-import { PAGES, route } from "./pages.js";
+import { PAGES, configure, route } from "./pages.js";
 
 const $ = (sel) => document.querySelector(sel);
 const main = $("#main");
 const SESSION_KEY = "oa.dashboard.session";
-const LIVE_TOPICS = ["runtime.run_summaries", "runtime.codex_worker_summaries", "runtime.notifications"];
 
 // Commit -> pixels latencies measured in this page (bench/browser.py reads them).
 const metrics = { commitToDom: [], commitToPixels: [], seen: new Set(), max: 20000 };
@@ -36,11 +35,16 @@ export function session() {
 async function controlFetch(path, { method = "GET", body = null, token = null } = {}) {
   const headers = { "Content-Type": "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const resp = await fetch(window.oa.config.control_url + path, {
-    method,
-    headers,
-    body: body === null ? null : JSON.stringify(body),
-  });
+  let resp;
+  try {
+    resp = await fetch(window.oa.config.control_url + path, {
+      method,
+      headers,
+      body: body === null ? null : JSON.stringify(body),
+    });
+  } catch {
+    throw new Error(`cannot reach control at ${window.oa.config.control_url}; is the deployment (make run) up?`);
+  }
   const data = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const err = new Error((data.error && data.error.message) || `control said ${resp.status}`);
@@ -50,17 +54,35 @@ async function controlFetch(path, { method = "GET", body = null, token = null } 
   return data;
 }
 
-/** A fresh sync token for this session (the client asks before connecting and to refresh). */
+async function loadConfig() {
+  const cfg = await (await fetch("config.json", { cache: "no-store" })).json();
+  const params = new URLSearchParams(location.search);
+  if (params.get("token_ttl_s")) cfg.token_ttl_s = Number(params.get("token_ttl_s"));
+  window.oa.config = cfg;
+  return cfg;
+}
+
+/** A fresh sync token for this session (the client asks before connecting and to refresh).
+ * If control does not answer, `make run` may have restarted it on another port: re-read
+ * config.json (served by this Khala, which knows control's current URL) and try once more. */
 async function syncToken() {
   const s = session();
   if (!s) throw new Error("not signed in");
+  const mint = () => controlFetch("/api/sync/token", {
+    method: "POST",
+    token: s.session_token,
+    body: { ttl_seconds: window.oa.config.token_ttl_s },
+  });
   try {
-    const minted = await controlFetch("/api/sync/token", {
-      method: "POST",
-      token: s.session_token,
-      body: { ttl_seconds: window.oa.config.token_ttl_s },
-    });
-    return minted.token;
+    try {
+      return (await mint()).token;
+    } catch (err) {
+      if (err.status) throw err; // control answered: not a moved port
+      const before = window.oa.config.control_url;
+      await loadConfig();
+      if (window.oa.config.control_url === before) throw err;
+      return (await mint()).token;
+    }
   } catch (err) {
     if (err.status === 401) signOut("your session ended; sign in again");
     throw err;
@@ -136,7 +158,8 @@ function navigate() {
   main.replaceChildren();
   const page = PAGES[r.page];
   document.title = `${page.title(r)} · OpenAgents`;
-  current = { name: r.page, view: page.mount(main, { ...r, client: window.oa.client, config: window.oa.config, syncToken, recordPaint }) };
+  const ctx = { ...r, client: window.oa.client, config: window.oa.config, session: session(), syncToken, recordPaint };
+  current = { name: r.page, view: page.mount(main, ctx) };
   main.focus({ preventScroll: true });
 }
 
@@ -159,11 +182,12 @@ function showSignIn(reason = "") {
   form.innerHTML = `
     <h1>Sign in</h1>
     <p class="muted">With your OpenAgents account (control at <code></code>).</p>
-    <label>Email <input name="email" type="email" autocomplete="username" required></label>
-    <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-    <label>Org (optional) <input name="org" autocomplete="organization"></label>
+    <label for="signin-email">Email</label><input id="signin-email" name="email" type="email" autocomplete="username" required>
+    <label for="signin-password">Password</label><input id="signin-password" name="password" type="password" autocomplete="current-password" required>
+    <label for="signin-org">Org <span class="muted">(optional)</span></label><input id="signin-org" name="org" autocomplete="organization">
     <button type="submit">Sign in</button>
-    <p class="error" role="alert"></p>`;
+    <p class="error" role="alert"></p>
+    <p class="muted">No account yet? <code>oa control user add EMAIL</code> creates one.</p>`;
   form.querySelector("code").textContent = window.oa.config.control_url || "not configured";
   form.querySelector(".error").textContent = reason;
   form.addEventListener("submit", async (ev) => {
@@ -189,7 +213,7 @@ function start() {
   const client = new KhalaClient({
     baseUrl: location.origin,
     tokenProvider: syncToken,
-    topics: LIVE_TOPICS,
+    topics: cfg.live_topics,
     refreshBeforeS: Number(params.get("refresh_before_s") || cfg.refresh_before_s),
     onState: setConn,
     onChange: (key) => scheduleRender(key),
@@ -205,9 +229,7 @@ function start() {
 }
 
 async function boot() {
-  window.oa.config = await (await fetch("config.json")).json();
-  const params = new URLSearchParams(location.search);
-  if (params.get("token_ttl_s")) window.oa.config.token_ttl_s = Number(params.get("token_ttl_s"));
+  configure(await loadConfig());
   $("#sign-out").addEventListener("click", () => signOut());
   window.addEventListener("hashchange", () => (window.oa.client ? navigate() : null));
   if (!window.oa.config.control_url) {

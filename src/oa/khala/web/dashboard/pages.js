@@ -5,9 +5,15 @@
 
 import { lineChart } from "./chart.js";
 
-const RUN = "runtime/run_summary:";
-const TIMELINE = "runtime/run_timeline:";
-const WORKER = "runtime/codex_worker_summary:";
+// Document prefixes come from the served config (derived from the proto catalog).
+let RUN, TIMELINE, WORKER, SPEND;
+export function configure(config) {
+  const prefix = (name) => config.projections[name].doc_prefix;
+  RUN = prefix("run_summaries");
+  TIMELINE = prefix("run_timelines");
+  WORKER = prefix("codex_worker_summaries");
+  SPEND = prefix("run_daily_spend");
+}
 const STALE_HEARTBEAT_S = 120;
 
 // -- tiny DOM helpers ----------------------------------------------------------------------
@@ -66,11 +72,14 @@ export function route(hash) {
   if (a === "topics") return { page: "topics", section: "topics" };
   if (a === "doc") return { page: "doc", section: "topics", topic: rest[0], key: rest.slice(1).join("/") };
   if (a === "health") return { page: "health", section: "health" };
+  if (a === "spend") return { page: "spend", section: "spend" };
   if (a === "operators") return { page: "operators", section: "operators" };
   return { page: "runs", section: "runs" };
 }
 
 const link = (href, text) => h("a", { href }, text);
+const email = (ctx) => (ctx.session && ctx.session.email) || "you@example.com";
+const who = (ctx) => (ctx.session && ctx.session.email) || "this account";
 const runHref = (id) => `#/runs/${encodeURIComponent(id)}`;
 const docHref = (topic, key) => `#/doc/${encodeURIComponent(topic)}/${key.split("/").map(encodeURIComponent).join("/")}`;
 
@@ -98,6 +107,16 @@ function runsPage(main, ctx) {
       .filter((r) => (!q || r.run_id.includes(q)) && (st === "all" || r.status === st))
       .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "") || b.run_id.localeCompare(a.run_id));
     count.textContent = `${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    if (!runs.length) {
+      const all = ctx.client.list("runtime.run_summaries", RUN).length;
+      body.replaceChildren(h("tr", { id: "runs-empty" }, h("td", { colspan: 6, class: "empty" }, all
+        ? "No run matches the filter."
+        : [h("p", {}, `No runs for ${who(ctx)} yet: a run shows here when it is appended as this account.`),
+           h("p", {}, "In a terminal: ", h("code", {}, `oa login --email ${email(ctx)}`), " then ",
+             h("code", {}, "oa runs append demo run.started"), ". Runs appended with ", h("code", {}, "--user"),
+             " someone else belong to them.")])));
+      return;
+    }
     body.replaceChildren(...runs.slice(0, 500).map((r) =>
       h("tr", { "data-run": r.run_id, "data-status": r.status, "data-seq": r.last_seq },
         h("td", {}, link(runHref(r.run_id), r.run_id)),
@@ -131,7 +150,11 @@ function runPage(main, ctx) {
     const s = ctx.client.get(RUN + id);
     const t = ctx.client.get(TIMELINE + id);
     if (!s) {
-      cards.replaceChildren(h("p", { class: "muted" }, "No such run yet (or not yours). This page updates when it appears."));
+      cards.replaceChildren(h("div", { class: "empty", id: "run-empty" },
+        h("p", {}, `No run `, h("code", {}, id), ` for ${who(ctx)} yet; this page updates when it appears.`),
+        h("p", {}, "A run is yours when it is appended as your account: ", h("code", {}, `oa login --email ${email(ctx)}`),
+          " then ", h("code", {}, `oa runs append ${id} run.started`), ". A run appended with ", h("code", {}, "--user"),
+          " someone else is theirs, and not shown here.")));
     } else {
       const r = s.payload;
       cards.replaceChildren(
@@ -187,7 +210,9 @@ function workersPage(main, ctx) {
         h("td", { class: "hide-sm", title: w.last_heartbeat_at || "" }, ago(w.last_heartbeat_at)),
         h("td", { class: "hide-sm" }, w.last_event_type || "—"), h("td", { class: "num" }, w.errors));
     }));
-    if (!ws.length) body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "no workers yet")));
+    if (!ws.length) body.replaceChildren(h("tr", { id: "workers-empty" }, h("td", { colspan: 6, class: "empty" },
+      `No workers for ${who(ctx)} yet: a Codex worker host registers one (POST /internal/v1/codex/workers, signed as you). `,
+      "In a terminal, ", h("code", {}, "oa workers list"), " shows the same.")));
   };
   draw();
   const timer = setInterval(draw, 1000); // freshness ages even when nothing changes
@@ -223,9 +248,14 @@ function topicPage(main, ctx) {
   const note = h("p", { class: "muted" });
   main.append(h("p", {}, link("#/topics", "← topics")), h("h1", {}, "Topic ", h("code", {}, topic)), note,
     table([["Document"], ["Version", "num"], ["Hash", "hide-sm"]], [body]));
-  const render = (docs) => body.replaceChildren(...docs.sort((a, b) => a.doc_key.localeCompare(b.doc_key)).slice(0, 1000).map((d) =>
-    h("tr", { "data-doc": d.doc_key }, h("td", {}, link(docHref(topic, d.doc_key), d.doc_key)),
-      h("td", { class: "num" }, d.doc_version), h("td", { class: "hide-sm" }, h("code", {}, (d.payload_hash || "").slice(0, 12))))));
+  const render = (docs) => {
+    body.replaceChildren(...docs.sort((a, b) => a.doc_key.localeCompare(b.doc_key)).slice(0, 1000).map((d) =>
+      h("tr", { "data-doc": d.doc_key }, h("td", {}, link(docHref(topic, d.doc_key), d.doc_key)),
+        h("td", { class: "num" }, d.doc_version), h("td", { class: "hide-sm" }, h("code", {}, (d.payload_hash || "").slice(0, 12))))));
+    if (!docs.length) body.replaceChildren(h("tr", { id: "docs-empty" }, h("td", { colspan: 3, class: "empty" },
+      `No documents in this topic for ${who(ctx)} yet: the projector writes one when the runtime records what it reflects `,
+      "(for runs: ", h("code", {}, "oa runs append demo run.started"), ").")));
+  };
   const live = ctx.client.topics.includes(topic);
   if (live) {
     note.textContent = "Live: updates as the projector commits.";
@@ -285,7 +315,10 @@ function healthPage(main, ctx) {
   main.append(h("h1", {}, "Health"),
     h("h2", {}, "Projector lag"), chart,
     table([["Projection"], ["Position", "num"], ["Events behind", "num"], ["Idle", "num hide-sm"], ["Error"]], [proj]),
-    h("h2", {}, "Commit → this page"), e2e,
+    h("h2", {}, "Commit → this page"),
+    h("p", { class: "muted", id: "e2e-note" }, "Measured only on run pages: from an event's commit in the runtime to its row being painted on an open ",
+      h("code", {}, "#/runs/ID"), " page (this one shows the mean of the last 50). Keep a run page open while events arrive to collect samples."),
+    e2e,
     h("h2", {}, "Subscriptions per topic"), table([["Topic"], ["Head", "num"], ["Subscribers", "num"]], [subs]),
     h("h2", {}, "Errors"), table([["When"], ["Source"], ["Projection"], ["Message"]], [errs]),
     h("h2", {}, "This client"), mine);
@@ -310,8 +343,8 @@ function healthPage(main, ctx) {
     }
     const lat = window.oa.metrics.commitToPixels.slice(-50);
     keep(healthHistory.e2e, { t: now, v: lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : null });
-    lineChart(chart, [{ name: "events behind the journal", color: "#0969da", points: healthHistory.behind }], { title: "projector lag (events behind) over time" });
-    lineChart(e2e, [{ name: "commit → pixels (ms, run pages)", color: "#8250df", points: healthHistory.e2e }], { unit: "", title: "commit to pixels latency" });
+    lineChart(chart, [{ name: "events behind the journal", color: "#0969da", points: healthHistory.behind }], { title: "projector lag (events behind) over time", integer: true, empty: "no lag samples yet" });
+    lineChart(e2e, [{ name: "commit → pixels (ms, run pages)", color: "#8250df", points: healthHistory.e2e }], { unit: "", title: "commit to pixels latency", empty: "no samples yet: open a run page while events arrive" });
     const c = ctx.client;
     mine.textContent = JSON.stringify({ state: c.state, watermarks: c.watermarks, heads: c.heads, token_expires_at: new Date(c.expiresAt * 1000).toISOString(), ...c.stats, errors: c.stats.errors.slice(-5) }, null, 2);
   };
@@ -366,6 +399,34 @@ function operatorsPage(main) {
   return {};
 }
 
+// -- spend per org and day (the run_daily_spend projection, summed here) --------------------
+
+function spendPage(main, ctx) {
+  const body = h("tbody", { id: "spend-body" });
+  main.append(h("h1", {}, "Spend per org and day"),
+    table([["Org"], ["Day"], ["Sats", "num"], ["Runs", "num"]], [body]));
+  const draw = () => {
+    const totals = new Map(); // "org\u0000day" -> {org, day, sats, runs}
+    for (const d of ctx.client.list("runtime.run_summaries", SPEND)) {
+      const s = d.payload;
+      const org = s.org_id || `${s.owner} (no org)`;
+      for (const [day, sats] of Object.entries(s.days || {})) {
+        const k = `${org}\u0000${day}`;
+        const t = totals.get(k) || { org, day, sats: 0, runs: 0 };
+        t.sats += sats;
+        t.runs += 1;
+        totals.set(k, t);
+      }
+    }
+    const rows = [...totals.values()].sort((a, b) => b.day.localeCompare(a.day) || a.org.localeCompare(b.org));
+    body.replaceChildren(...(rows.length ? rows.map((t) => h("tr", { "data-org": t.org, "data-day": t.day },
+      h("td", {}, t.org), h("td", {}, t.day), h("td", { class: "num" }, t.sats), h("td", { class: "num" }, t.runs)))
+      : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "no spend yet"))]));
+  };
+  draw();
+  return { update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(SPEND))) draw(); } };
+}
+
 export const PAGES = {
   runs: { title: () => "Runs", mount: runsPage },
   run: { title: (r) => `Run ${r.id}`, mount: runPage },
@@ -375,4 +436,5 @@ export const PAGES = {
   doc: { title: (r) => r.key, mount: docPage },
   health: { title: () => "Health", mount: healthPage },
   operators: { title: () => "Operators", mount: operatorsPage },
+  spend: { title: () => "Spend", mount: spendPage },
 };

@@ -1,7 +1,7 @@
 """khala: journal and document indexes for live queries (issue 11).
 
-Revision ID: 0007_khala_live_queries
-Revises: 0006_least_privilege
+Revision ID: 0008_khala_live_queries
+Revises: 0007_projection_versions
 
 A live query resumes by replaying only what its scope matches, so the cost of a resume
 must not grow with unrelated activity in the topic:
@@ -17,8 +17,8 @@ Indexes only: no new table, so the declared privileges are unchanged.
 
 from alembic import op
 
-revision = "0007_khala_live_queries"
-down_revision = "0006_least_privilege"
+revision = "0008_khala_live_queries"
+down_revision = "0007_projection_versions"
 branch_labels = None
 depends_on = None
 
