@@ -176,3 +176,46 @@ async def test_subscriptions_per_socket_are_capped(khala: Khala) -> None:
     err = await subscribe(ws, "s3", {"stream": "r3"})
     assert err["code"] == "bad_subscription" and "3 live queries" in err["message"]
     await ws.close()
+
+
+async def test_cli_watch_doc_json_prints_one_line_per_change(
+    khala: Khala, client: httpx.AsyncClient, tmp_path: Any
+) -> None:
+    import os
+    import sys
+
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    await projected(khala, client, run, "run.started")
+    key = f"runtime/run_summary:{run}"
+    env = {**os.environ, "KHALA_URL": khala.url, "OA_SYNC_TOKEN": mint("alice"), "OA_HOME": str(tmp_path)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oa.cli.main", "khala", "watch", RUNS, "--doc", key, "--json",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert (first["sub"], first["op"], first["doc_key"], first["doc_version"]) == (
+            "watch",
+            "upsert",
+            key,
+            1,
+        )
+        assert first["payload"]["status"] == "running"
+        await post(client, run, "run.finished", {"status": "succeeded"})
+        second = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert (second["doc_version"], second["payload"]["status"]) == (2, "succeeded")
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+def test_cli_watch_refuses_mixed_scopes() -> None:
+    from typer.testing import CliRunner
+
+    from oa.cli.khala_cmd import app
+
+    result = CliRunner().invoke(app, ["watch", RUNS, "--doc", "a", "--run", "b"])
+    assert result.exit_code != 0 and "use one of --doc, --run" in result.output
+    result = CliRunner().invoke(app, ["watch", RUNS, "--where", "status"])
+    assert result.exit_code != 0 and "FIELD=VALUE" in result.output
