@@ -219,3 +219,42 @@ def test_cli_watch_refuses_mixed_scopes() -> None:
     assert result.exit_code != 0 and "use one of --doc, --run" in result.output
     result = CliRunner().invoke(app, ["watch", RUNS, "--where", "status"])
     assert result.exit_code != 0 and "FIELD=VALUE" in result.output
+
+
+async def test_a_document_of_another_user_never_reaches_a_doc_query(
+    khala: Khala, runtime_url: str, sign: Signer
+) -> None:
+    bob_run = f"run-bob-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=runtime_url, headers=sign("user:bob")) as bob:
+        await projected(khala, bob, bob_run, "run.started")
+        ws = await raw_session(khala, mint("alice"))
+        await subscribe(ws, "peek", {"doc_key": f"runtime/run_summary:{bob_run}"})
+        assert await until_complete(ws, "peek") == []
+        await subscribe(ws, "peek-stream", {"stream": bob_run})
+        assert await until_complete(ws, "peek-stream") == []
+        await projected(khala, bob, bob_run, "text.delta", text="secret")
+        with pytest.raises(TimeoutError):
+            await frame_for(ws, "peek", timeout=0.5)
+        await ws.close()
+
+
+def test_live_query_limits_come_from_the_environment() -> None:
+    limits = SessionLimits.from_env({"OA_KHALA_MAX_SUBSCRIPTIONS": "5", "OA_KHALA_MAX_LIST_LIMIT": "100"})
+    assert (limits.max_subscriptions, limits.max_list_limit) == (5, 100)
+
+
+async def test_a_scoped_resume_reads_the_journal_through_its_index(reader_conn: Any) -> None:
+    """Resume cost follows what the scope matches: the key and stream indexes (0008) serve it."""
+    await reader_conn.execute("SET enable_seqscan = off")
+    for cond, index in (
+        ("doc_key = 'runtime/run_summary:x'", "stream_journal_doc"),
+        ("split_part(doc_key, ':', 2) = 'x'", "stream_journal_stream"),
+    ):
+        plan = "\n".join(
+            r[0]
+            for r in await reader_conn.fetch(
+                f"EXPLAIN SELECT * FROM khala.stream_journal WHERE topic = 'runtime.run_summaries' AND {cond}"
+                " AND watermark > 5 ORDER BY watermark LIMIT 10"
+            )
+        )
+        assert index in plan, plan
