@@ -56,6 +56,15 @@ async def test_kill9_then_each_live_query_resumes_exactly(
                     v.on_change(changes.append)
                 for r in runs:
                     await post(h, r, "run.started", {"org_id": org})
+                # Each view holds a cursor before the kill (a view without one would take the
+                # current documents on reconnect, skipping versions by design).
+                await kc.wait_until(
+                    lambda _c: (
+                        all(v.live.is_set() for v in views)
+                        and "runtime/run_summary:" + runs[0] in views[0].documents
+                    ),
+                    timeout=20,
+                )
 
                 async def stream(n: int) -> None:
                     for i in range(n):
