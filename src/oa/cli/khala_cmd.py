@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
+import orjson
 import typer
 import uvicorn
 import uvloop
@@ -187,6 +188,27 @@ def audit() -> None:
     raise typer.Exit(uvloop.run(main()))
 
 
+def live_scope(
+    doc: str | None, run: str | None, where: list[str], limit: int | None
+) -> dict[str, Any] | None:
+    """The live-query scope the watch flags name (None: the whole topic)."""
+    if sum(x is not None for x in (doc, run)) + bool(where or limit is not None) > 1:
+        raise typer.BadParameter("use one of --doc, --run, or --where/--limit (a list)")
+    if doc is not None:
+        return {"doc_key": doc}
+    if run is not None:
+        return {"stream": run}
+    if not where and limit is None:
+        return None
+    filters: dict[str, str] = {}
+    for item in where:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"--where takes FIELD=VALUE, not {item!r}")
+        filters[name] = value
+    return {"where": filters, "limit": 50 if limit is None else limit}
+
+
 @app.command()
 def watch(
     topic: Annotated[str, typer.Argument(help=f"One of: {', '.join(TOPICS)}")],
@@ -194,14 +216,31 @@ def watch(
         Path | None,
         typer.Option(help="File holding a sync token (else OA_SYNC_TOKEN, else `oa login`'s account)."),
     ] = None,
+    doc: Annotated[str | None, typer.Option("--doc", help="Watch one document (its doc key).")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Watch every document of one run (or worker) in the topic.")
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", help="Watch a list: FIELD=VALUE equality filter (repeatable)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Watch a list of at most N documents.")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="One JSON line per applied change: sub, op, doc_key, doc_version, payload."
+        ),
+    ] = False,
 ) -> None:
-    """Print live updates of a topic (hydrates first, then follows)."""
+    """Print live updates of a topic (hydrates first, then follows), or of a live query
+    (--doc, --run, --where/--limit): only what that scope matches."""
     from oa.cli.identity import acting_as
     from oa.cli.runtime_client import control, fail
     from oa.khala.client import KhalaClient
 
     if topic not in TOPICS:
         raise typer.BadParameter(f"unknown topic; use one of {', '.join(TOPICS)}")
+    scope = live_scope(doc, run, where or [], limit)
     dep = LocalDeployment.from_env()
     endpoint = dep.endpoint("KHALA_URL", "KHALA_SELF_HOSTED_URL", "OA_KHALA_URL")
     if not port_open(endpoint.url):
@@ -225,8 +264,26 @@ def watch(
     def show(key: str, payload: dict[str, object] | None) -> None:
         console.print(f"[bold]{key}[/] {payload}")
 
+    def show_change(change: dict[str, Any]) -> None:
+        if as_json:
+            print(orjson.dumps(change).decode(), flush=True)
+        else:
+            console.print(
+                f"[bold]{change['op']} {change['doc_key']}[/] v{change['doc_version']} {change['payload']}"
+            )
+
     async def main() -> None:
-        async with KhalaClient(endpoint.url, token, [topic], on_change=show):
-            await asyncio.Event().wait()
+        if scope is None:
+            async with KhalaClient(endpoint.url, token, [topic], on_change=show):
+                await asyncio.Event().wait()
+            return
+        async with KhalaClient(endpoint.url, token, []) as kc:
+            view = kc.watch("watch", topic, scope)
+            view.on_change(show_change)
+            while True:  # a refused scope is a clear error, not a silent wait
+                await asyncio.sleep(0.1)
+                if view.errors and view.errors[-1].get("code") != "stale_cursor":
+                    err = view.errors[-1]
+                    raise SystemExit(f"{err.get('code')}: {err.get('message')}")
 
     uvloop.run(main())

@@ -22,6 +22,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from oa.khala.live_view import LiveView
+
 log = logging.getLogger(__name__)
 
 TokenProvider = Callable[[], Awaitable[str]]
@@ -89,6 +91,7 @@ class KhalaClient:
         self.documents: dict[str, Document] = {}
         self.watermarks: dict[str, int] = {}
         self.heads: dict[str, int] = {}
+        self.views: dict[str, LiveView] = {}  # live queries by their id
         self.stats = ClientStats()
         self.live = asyncio.Event()  # set while subscribed and caught up
         self._changed = asyncio.Condition()
@@ -116,6 +119,24 @@ class KhalaClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def watch(self, sub: str, topic: str, scope: dict[str, Any]) -> LiveView:
+        """A live query: `scope` is {"doc_key"}, {"stream"} or a list {"where", "order_by",
+        "limit"}. The view is kept current across reconnects (each resumes on its own)."""
+        view = LiveView(sub, topic, scope)
+        self.views[sub] = view
+        if self._ws is not None:
+            asyncio.get_running_loop().create_task(self._send(view.subscribe_frame()))
+        return view
+
+    async def unwatch(self, sub: str) -> None:
+        if self.views.pop(sub, None) is not None and self._ws is not None:
+            await self._send({"type": "unsubscribe", "subs": [sub]})
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(orjson.dumps(frame).decode())
 
     async def wait_until(self, predicate: Callable[[KhalaClient], bool], timeout: float = 10.0) -> None:
         """Wait until `predicate(self)` holds (checked after every applied batch)."""
@@ -162,9 +183,14 @@ class KhalaClient:
             ready = await self._expect(ws, "ready")
             self._expires_at = float(ready.get("expires_at", 0))
             resume = {t: self.watermarks[t] for t in self.topics if t in self.watermarks}
-            await ws.send(
-                orjson.dumps({"type": "subscribe", "topics": self.topics, "resume_after": resume}).decode()
-            )
+            if self.topics:
+                await ws.send(
+                    orjson.dumps(
+                        {"type": "subscribe", "topics": self.topics, "resume_after": resume}
+                    ).decode()
+                )
+            for view in list(self.views.values()):
+                await ws.send(orjson.dumps(view.subscribe_frame()).decode())
             timers = asyncio.create_task(self._timers(ws))
             try:
                 async for raw in ws:
@@ -203,7 +229,18 @@ class KhalaClient:
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "update_batch":
+        view = self.views.get(frame["sub"]) if isinstance(frame.get("sub"), str) else None
+        if view is not None and kind == "update_batch":
+            self.stats.batches += 1
+            view.apply(frame)
+            asyncio.get_running_loop().create_task(self._notify())
+        elif view is not None and kind == "error" and not frame.get("fatal"):
+            self.stats.errors.append(frame)
+            view.errors.append(frame)
+            if frame.get("code") == "stale_cursor":  # resume too old: take the current documents
+                view.watermark = None
+                asyncio.get_running_loop().create_task(self._send(view.subscribe_frame()))
+        elif kind == "update_batch":
             self._apply(frame)
         elif kind == "token_refreshed":
             self._expires_at = float(frame.get("expires_at", 0))

@@ -20,6 +20,7 @@ import asyncpg
 from oa.khala.store import reader
 from oa.khala.store.reader import JournalRow
 from oa.khala.store.writer import NOTIFY_CHANNEL
+from oa.khala.sync.live import QueryIndex
 from oa.khala.topics import TOPIC_NAMES
 
 if TYPE_CHECKING:
@@ -41,6 +42,10 @@ class Hub:
         self._poll = poll_s
         self.heads: dict[str, int] = dict.fromkeys(TOPIC_NAMES, 0)
         self.sessions: set[Session] = set()
+        # Sessions with whole-topic subscriptions: only they are offered every batch.
+        self.topic_sessions: set[Session] = set()
+        # Live queries: a batch reaches only the ones it concerns.
+        self.queries = QueryIndex()
         self.sockets_per_user: Counter[str] = Counter()
         self.max_queued_bytes = max_queued_bytes
         self.queued_bytes = 0  # frames waiting in every session's outbound queue
@@ -73,6 +78,7 @@ class Hub:
     def unregister(self, session: Session, user_id: str) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
+            self.topic_sessions.discard(session)
             self.sockets_per_user[user_id] -= 1
             if self.sockets_per_user[user_id] <= 0:
                 del self.sockets_per_user[user_id]
@@ -141,6 +147,9 @@ class Hub:
                 self.heads[r.topic] = r.watermark
         cache: dict[tuple[object, ...], bytes | None] = {}
         batch = list(rows)
-        for session in list(self.sessions):
+        for session in list(self.topic_sessions):
             session.offer(batch, self.heads, cache)
+        if self.queries.count:
+            for query, matched in self.queries.match(batch).items():
+                query.offer(matched)
         self.batches_dispatched += len({r.batch_id for r in rows})

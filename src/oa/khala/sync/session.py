@@ -21,6 +21,7 @@ from oa.khala.store import reader
 from oa.khala.store.reader import JournalRow
 from oa.khala.sync import protocol
 from oa.khala.sync.hub import Hub
+from oa.khala.sync.live import LiveQuery, parse_live_subscribe
 from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
 from oa.khala.sync.protocol import ProtocolError
 from oa.khala.topics import TOPICS
@@ -47,6 +48,8 @@ class SessionLimits:
     messages_per_s: float = 20.0
     burst: int = 40
     replay_page: int = 500  # rows at most; fewer when rows are big (half the byte cap a page)
+    max_subscriptions: int = 64  # live queries open on one socket
+    max_list_limit: int = 500  # the largest `limit` a live-query list may ask for
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SessionLimits:
@@ -88,6 +91,7 @@ class Session:
         self.limits = limits
         self.principal: SyncPrincipal | None = None
         self.topics: set[str] = set()
+        self.queries: dict[str, LiveQuery] = {}  # live queries by their client-chosen id
         # (live topics, user, org): sessions with equal keys share one encoded frame per batch.
         self._fanout_key: tuple[tuple[str, ...], str, str | None] | None = None
         # Topics still replaying from the journal: live batches for them are skipped, the
@@ -184,6 +188,30 @@ class Session:
         self.queued_bytes += size
         self.hub.queued_bytes += size
 
+    def slow_consumer(self) -> None:
+        self._slow_consumer()
+
+    def send_query_batch(
+        self, query: LiveQuery, updates: list[dict[str, Any]], replay_complete: bool, paced: bool = False
+    ) -> None:
+        """One frame of a live query: its updates, its own replay_complete and cursor."""
+        if self._closing is not None:
+            return
+        frame = {
+            "type": "update_batch",
+            "sub": query.sub,
+            "updates": updates,
+            "replay_complete": replay_complete,
+            "head_watermarks": {query.topic: query.after},
+        }
+        self._enqueue(orjson.dumps(frame), paced=paced)
+
+    def drop_query(self, sub: str) -> None:
+        q = self.queries.pop(sub, None)
+        if q is not None:
+            q.close()
+            self.hub.queries.remove(q)
+
     def _slow_consumer(self) -> None:
         self.fail(
             ProtocolError(
@@ -252,6 +280,8 @@ class Session:
         finally:
             if self.principal is not None:
                 self.hub.unregister(self, self.principal.user_id)
+            for sub in list(self.queries):
+                self.drop_query(sub)
             reader_task.cancel()
             if self._replay_task is not None:
                 self._replay_task.cancel()
@@ -324,6 +354,16 @@ class Session:
             self.fail(
                 ProtocolError("forbidden_topic", f"the new token does not grant {t}; unsubscribed", topic=t)
             )
+        for q in [q for q in self.queries.values() if q.topic not in p.scopes]:
+            self.drop_query(q.sub)
+            self.fail(
+                ProtocolError(
+                    "forbidden_topic",
+                    f"the new token does not grant {q.topic}; {q.sub} ended",
+                    topic=q.topic,
+                    sub=q.sub,
+                )
+            )
         self.hub.register(self, p.user_id)
         self._enqueue(
             protocol.frame(
@@ -360,9 +400,42 @@ class Session:
         elif kind == "unsubscribe":
             for t in msg.get("topics") or []:
                 self._drop_topic(t)
+            for sub in msg.get("subs") or []:
+                if isinstance(sub, str):
+                    self.drop_query(sub)
+        elif kind == "subscribe" and "sub" in msg:
+            assert self.principal is not None
+            self._subscribe_query(msg)
         elif kind == "subscribe":
             assert self.principal is not None
             await self._subscribe(protocol.parse_subscribe(msg, self.principal.scopes))
+
+    def _subscribe_query(self, msg: dict[str, Any]) -> None:
+        assert self.principal is not None
+        spec = parse_live_subscribe(msg, self.principal.scopes, max_list_limit=self.limits.max_list_limit)
+        if spec.sub in self.queries:
+            self.drop_query(spec.sub)  # the same id again: the new scope replaces the old
+        cap = self.limits.max_subscriptions
+        if len(self.queries) >= cap:
+            raise ProtocolError(
+                "bad_subscription",
+                f"{cap} live queries are open on this socket, the limit; unsubscribe some ({{type: unsubscribe, subs}})",
+                sub=spec.sub,
+                limit=cap,
+            )
+        query = LiveQuery(self, spec)
+        self.queries[spec.sub] = query
+        self.hub.queries.add(query)  # from now on live rows are held until the load is sent
+        self._enqueue(
+            protocol.frame(
+                "subscribed",
+                topics=[spec.topic],
+                sub=spec.sub,
+                request_id=spec.request_id,
+                head_watermarks={spec.topic: self.hub.heads.get(spec.topic, 0)},
+            )
+        )
+        query.start()
 
     async def _subscribe(self, sub: protocol.Subscribe) -> None:
         stored = await reader.heads(self.hub.pool)
@@ -392,6 +465,7 @@ class Session:
             cursors[topic] = cursor
         for topic, cursor in cursors.items():
             self.topics.add(topic)
+            self.hub.topic_sessions.add(self)
             self._replaying.add(topic)
             self._after[topic] = cursor
         self._fanout_key = None
@@ -468,6 +542,8 @@ class Session:
 
     def _drop_topic(self, topic: str) -> None:
         self.topics.discard(topic)
+        if not self.topics:
+            self.hub.topic_sessions.discard(self)
         self._replaying.discard(topic)
         self._after.pop(topic, None)
         self._ahead.pop(topic, None)
