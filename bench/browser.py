@@ -1,7 +1,7 @@
 """`oa bench browser`: commit -> pixels latency in the dashboard, measured in the page.
 
 The whole system runs here on real sockets (runtime, control, Khala sync server, projector,
-all in this process over a fresh database) and Debian's Chromium opens a run page of the
+all in this process over a fresh database, built by the composition root `oa.bootstrap`) and Debian's Chromium opens a run page of the
 dashboard. Events are appended through the runtime API at a fixed rate, each carrying
 `delta.sent_ms` (the wall clock just before the append request, so the latency includes the
 append itself); the page records `Date.now() - sent_ms` when the row is in the DOM and
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import sys
 import time
@@ -29,19 +28,15 @@ import benchlib
 from rich.console import Console
 from rich.table import Table
 
-from oa.cli.serve import WS_IMPL, EmbeddedServer
+from oa.bootstrap import services
+from oa.bootstrap.servers import WS_IMPL, EmbeddedServer
 from oa.control.service.accounts import Accounts
-from oa.control.service.container import build_control_app
 from oa.control.settings import ControlSettings
-from oa.khala.sync.app import create_sync_app
-from oa.khala.sync.config import verifier_from_env
-from oa.khala.sync.tokens import verify_with
-from oa.runtime.projector.projector import Projector
-from oa.runtime.service.container import build_runtime_app
+from oa.khala.settings import KhalaSettings
 from oa.runtime.settings import RuntimeSettings
 from oa.runtime.signing import HEADER, sign_caller
 from oa.store import migrate
-from oa.store.database import Database, with_user
+from oa.store.database import Database
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -72,23 +67,20 @@ async def measure(url: str, rate: float, seconds: float, home: Path) -> dict[str
 
     rport, cport, kport = free_port(), free_port(), free_port()
     control_url, khala_url = f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{kport}"
-    os.environ["OA_CONTROL_CORS_ORIGINS"] = khala_url
     settings = ControlSettings(
         issuer=ISSUER, key_secret=b"bench-browser-key-secret-0123456789", service_token="bench-browser-svc",
-        rotation_lead_s=1.0, argon2_time_cost=1, argon2_memory_kib=8192,
+        rotation_lead_s=1.0, argon2_time_cost=1, argon2_memory_kib=8192, cors_origins=(khala_url,),
     )  # fmt: skip
-    setup = verifier_from_env({"OA_CONTROL_URL": control_url, "OA_SYNC_TOKEN_ISSUER": ISSUER}, home=home)
-    khala_app = create_sync_app(with_user(url, "oa_khala_reader"), verify_with(setup.verifier))
-    khala_app.state.dashboard = {"control_url": control_url}
+    khala = KhalaSettings(url, control_url=control_url, token_issuer=ISSUER, port=kport)
     servers = [
-        await serve(build_runtime_app(url, RuntimeSettings(caller_secret=SECRET)), rport),
-        await serve(build_control_app(url, settings), cport),
-        await serve(khala_app, kport),
+        await serve(services.runtime_app(url, RuntimeSettings(caller_secret=SECRET)), rport),
+        await serve(services.control_app(url, settings), cport),
+        await serve(services.khala_app(khala), kport),
     ]
     db = await Database.connect(url)
     email = f"bench-{uuid.uuid4().hex[:6]}@example.com"
     user = await Accounts(db, settings).add_user(email, PASSWORD)
-    projector = Projector(with_user(url, "oa_khala_writer"), idle_poll_s=0.5)
+    projector = services.projector(url, idle_poll_s=0.5)
     projector.start()
     run = f"bench-{uuid.uuid4().hex[:8]}"
     sent = 0

@@ -9,7 +9,7 @@ from typing import Protocol
 import httpx
 import pytest
 
-from oa.runtime.service.container import build_runtime_app
+from oa.bootstrap import services
 from oa.runtime.settings import RuntimeSettings
 from oa.runtime.signing import HEADER, sign_caller
 from oa.store import migrate
@@ -41,7 +41,7 @@ def runtime_settings() -> RuntimeSettings:
 
 @pytest.fixture(scope="session")
 async def runtime_url(database_url: str, runtime_settings: RuntimeSettings) -> AsyncIterator[str]:
-    app = build_runtime_app(database_url, runtime_settings)
+    app = services.runtime_app(database_url, runtime_settings)
     async with serve_in_loop(app) as url:
         yield url
 

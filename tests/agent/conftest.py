@@ -18,12 +18,10 @@ from mcp import Client
 
 from oa.agent.selection import SelfHosted
 from oa.agent.server import Options, build_server, provider_for
-from oa.khala.sync.app import create_sync_app
-from oa.khala.sync.tokens import verify_with
+from oa.bootstrap import services
 from oa.runtime.projector.projector import Projector
-from oa.store.database import with_user
 from tests.conftest import SECRET
-from tests.khala.sync_fixtures import verifier
+from tests.khala.sync_fixtures import khala_settings
 from tests.support.servers import serve_in_loop
 
 ADMIN_KEY = "admin-key-" + uuid.uuid4().hex
@@ -52,19 +50,14 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 async def projector(database_url: str) -> AsyncIterator[Projector]:
-    p = Projector(with_user(database_url, "oa_khala_writer"), idle_poll_s=0.2)
+    p = services.projector(database_url, idle_poll_s=0.2)
     p.start()
     yield p
     await p.stop()
 
 
 async def _deployment(database_url: str, runtime_url: str, cls: str) -> AsyncIterator[Deployment]:
-    app = create_sync_app(
-        with_user(database_url, "oa_khala_reader"),
-        verify_with(verifier()),
-        admin_key=ADMIN_KEY,
-        deployment_class=cls,
-    )
+    app = services.khala_app(khala_settings(database_url, admin_key=ADMIN_KEY, deployment_class=cls))
     async with serve_in_loop(app) as url:
         yield Deployment(url, ADMIN_KEY, runtime_url)
 

@@ -7,7 +7,6 @@ Playwright. The browser tests skip, saying why, only when /usr/bin/chromium is a
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,12 +17,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from oa.cli.serve import EmbeddedServer
+from oa.bootstrap import services
+from oa.bootstrap.servers import EmbeddedServer
 from oa.control.service.accounts import Accounts
-from oa.control.service.container import build_control_app
 from oa.control.settings import ControlSettings
-from oa.runtime.projector.projector import Projector
-from oa.store.database import Database, with_user
+from oa.store.database import Database
 from tests.support.servers import ChildProcess, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -103,20 +101,12 @@ async def stack(
         rotation_lead_s=1.0,
         argon2_time_cost=1,
         argon2_memory_kib=8192,
+        cors_origins=(khala_url,),  # what `oa run` gives its control
     )
-    before = os.environ.get("OA_CONTROL_CORS_ORIGINS")
-    os.environ["OA_CONTROL_CORS_ORIGINS"] = khala_url  # what `oa run` sets
-    try:
-        control_app = build_control_app(database_url, settings)
-    finally:
-        if before is None:
-            os.environ.pop("OA_CONTROL_CORS_ORIGINS", None)
-        else:
-            os.environ["OA_CONTROL_CORS_ORIGINS"] = before
-    server, task = await _serve_on(control_app, cport)
+    server, task = await _serve_on(services.control_app(database_url, settings), cport)
     email = f"dash-{uuid.uuid4().hex[:8]}@example.com"
     user_id = await Accounts(db, settings).add_user(email, PASSWORD)
-    projector = Projector(with_user(database_url, "oa_khala_writer"), idle_poll_s=0.2)
+    projector = services.projector(database_url, idle_poll_s=0.2)
     projector.start()
     home = tmp_path_factory.mktemp("khala-home")
     khala = KhalaChild(database_url, control_url, home, kport)

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from oa.bootstrap import services
 from oa.control.service.accounts import Accounts
-from oa.control.service.container import build_control_app
 from oa.control.service.keyring import Keyring
 from oa.control.settings import ControlSettings
 from oa.khala.auth import (
@@ -46,7 +46,7 @@ def control_settings() -> ControlSettings:
 
 @pytest.fixture(scope="session")
 async def control_url(database_url: str, control_settings: ControlSettings) -> AsyncIterator[str]:
-    async with serve_in_loop(build_control_app(database_url, control_settings)) as url:
+    async with serve_in_loop(services.control_app(database_url, control_settings)) as url:
         yield url
 
 

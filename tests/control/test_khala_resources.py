@@ -12,10 +12,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from oa.khala.sync.app import create_sync_app
-from oa.khala.sync.config import verifier_from_env
-from oa.khala.sync.tokens import verify_with
-from oa.store.database import with_user
+from oa.bootstrap import services
+from oa.khala.settings import KhalaSettings
 from tests.control.conftest import ISSUER, NewUser, mint
 from tests.support.servers import serve_in_loop
 
@@ -24,9 +22,9 @@ RUNS = "runtime.run_summaries"
 
 @pytest.fixture
 async def khala_url(database_url: str, control_url: str, tmp_path: Path) -> AsyncIterator[str]:
-    """Khala as `oa khala serve` builds it: the verifier from the environment."""
-    setup = verifier_from_env({"OA_CONTROL_URL": control_url, "OA_SYNC_TOKEN_ISSUER": ISSUER}, home=tmp_path)
-    app = create_sync_app(with_user(database_url, "oa_khala_reader"), verify_with(setup.verifier))
+    """Khala as `oa khala serve` builds it: settings from its variables, then the root."""
+    env = {"OA_CONTROL_URL": control_url, "OA_SYNC_TOKEN_ISSUER": ISSUER}
+    app = services.khala_app(KhalaSettings.from_env(env, database_url=database_url, home=tmp_path))
     async with serve_in_loop(app) as url:
         yield url
 

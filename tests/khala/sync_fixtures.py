@@ -6,25 +6,29 @@ and end to end in test_end_to_end); the verifier is the real one.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 
+from oa.bootstrap import services
 from oa.khala.auth.jwks import KeySet, StaticKeys, VerificationKey
 from oa.khala.auth.verifier import SyncTokenVerifier, VerifierConfig
-from oa.khala.sync.app import create_sync_app
+from oa.khala.settings import KhalaSettings
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.session import SessionLimits
-from oa.khala.sync.tokens import verify_with
 from oa.khala.topics import TOPIC_NAMES
 from oa.runtime.projector.projector import Projector
-from oa.store.database import with_user
 from tests.support.servers import serve_in_loop
 
 ISSUER = "oa-control-test"
@@ -76,15 +80,28 @@ class Khala:
         return int(self.url.rsplit(":", 1)[1])
 
 
+def jwks_file() -> Path:
+    """The test issuer's JWKS as a file (what `OA_KHALA_JWKS_FILE` names), written once."""
+    path = Path(tempfile.gettempdir()) / f"oa-test-jwks-{os.getpid()}-{KID}.json"
+    if not path.exists():
+        path.write_text(json.dumps(jwks_document()))
+    return path
+
+
+def khala_settings(database_url: str, **values: Any) -> KhalaSettings:
+    """What `oa khala serve` would be given, with tokens from this module's test issuer."""
+    return KhalaSettings(database_url, token_issuer=ISSUER, jwks_file=jwks_file(), **values)
+
+
 @asynccontextmanager
 async def running_khala(
     database_url: str, limits: SessionLimits | None = None, admin_key: str | None = None
 ) -> AsyncIterator[Khala]:
-    projector = Projector(with_user(database_url, "oa_khala_writer"), idle_poll_s=0.5)
+    """The projector and a sync server built by the composition root (`oa.bootstrap`)."""
+    projector = services.projector(database_url, idle_poll_s=0.5)
     projector.start()
-    app = create_sync_app(
-        with_user(database_url, "oa_khala_reader"), verify_with(verifier()), limits, admin_key=admin_key
-    )
+    settings = khala_settings(database_url, limits=limits or SessionLimits(), admin_key=admin_key)
+    app = services.khala_app(settings)
     try:
         async with serve_in_loop(app) as url:
             yield Khala(url, projector, app)

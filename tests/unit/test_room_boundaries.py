@@ -6,6 +6,7 @@ oa.control  never imports oa.runtime, oa.khala or oa.agent
 oa.agent    uses only public clients: never runtime/khala/control internals
 oa.runtime  writes Khala only through its store API (oa.khala.store, oa.khala.topics)
 oa.http     the HTTP plumbing all three services share: neutral, imports no room
+oa.bootstrap the composition root: above the services (builds each of them), below the CLI
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ FORBIDDEN = {
     "runtime": ("oa.control", "oa.agent", "oa.cli", "oa.khala"),
     # Neutral like oa.exceptions, so every room may use it: it may use none of them.
     "http": ("oa.store", "oa.runtime", "oa.khala", "oa.control", "oa.agent", "oa.cli"),
+    # The root builds runtime, control and Khala from their settings; the agent uses only
+    # public clients, and the CLI is an entry point above the root.
+    "bootstrap": ("oa.agent", "oa.cli"),
 }
 # The narrow doors a room may use anyway, and why.
 ALLOWED = {

@@ -41,7 +41,7 @@ def _settings(dep: LocalDeployment) -> ControlSettings:
     issuer = (
         os.environ.get("OA_CONTROL_URL") or dep.read_env().get("OA_CONTROL_URL") or "http://127.0.0.1:8788"
     )
-    return ControlSettings.from_env(dep.home, issuer=issuer)
+    return ControlSettings.from_env(os.environ, dep.home, issuer=issuer)
 
 
 Create = Annotated[

@@ -10,17 +10,15 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 import typer
-import uvicorn
 import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from oa.deployment import LocalDeployment, port_open
+from oa.khala.settings import KhalaSettings
 from oa.khala.store import reader
-from oa.khala.sync.app import create_sync_app
-from oa.khala.sync.config import verifier_from_env
-from oa.khala.sync.tokens import verify_with
+from oa.khala.sync.node import Node
 from oa.khala.topics import TOPICS
 from oa.runtime.projector.projector import Projector, lag
 from oa.runtime.projector.rebuild import audit as run_audit
@@ -42,37 +40,76 @@ def database_url() -> str:
     return deployment_database(LocalDeployment.from_env())
 
 
-def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = None) -> uvicorn.Server:
-    """The sync server (SELECT-only role) on its own port; `env` adds to os.environ."""
-    from oa.cli.serve import embedded_server
-
-    merged = {**os.environ, **(env or {})}
-    setup = verifier_from_env(merged, home=LocalDeployment.from_env().home)
-    sync_app = create_sync_app(
-        with_user(url, READER_ROLE),
-        verify_with(setup.verifier),
-        revocations=setup.revocations,
-        admin_key=merged.get("KHALA_SELF_HOSTED_ADMIN_KEY") or None,
-        deployment_class=merged.get("KHALA_DEPLOYMENT_CLASS", "dev"),
-    )
-    # No permessage-deflate: compressing the same update once per subscriber was the
-    # largest cost of fan-out (bench/sync.py profiles), and its zlib state per socket the
-    # largest part of an idle subscription's memory.
-    return embedded_server(sync_app, host, port, ws_max_size=1 << 20, ws_per_message_deflate=False)
+def khala_settings(database_url: str, **flags: object) -> KhalaSettings:
+    """KhalaSettings from the environment (README: Configuration) and the command's flags
+    (those not None win); a bad value exits saying which."""
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return KhalaSettings.from_env(
+            os.environ, database_url=database_url, home=LocalDeployment.from_env().home, **overrides
+        )
+    except ValueError as exc:
+        raise SystemExit(f"oa khala serve: {exc}") from None
 
 
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(envvar="OA_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Processes sharing the port (SO_REUSEPORT), each with its own hub."),
+    ] = 1,
+    node_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OA_KHALA_NODE_ID",
+            help="This node's name in `oa khala status` and the metrics (default <host>-<pid>); "
+            "with --workers each process is <id>.<n>.",
+        ),
+    ] = None,
+    node_port: Annotated[
+        int,
+        typer.Option(
+            help="With --workers: process n also listens on NODE_PORT+n (its metrics, its status); "
+            "0 = any free port."
+        ),
+    ] = 0,
 ) -> None:
     """Serve only the sync server (the projector runs inside the runtime, or `oa khala project`)."""
-    from oa.cli.serve import serve_all
+    from oa.bootstrap.khala_processes import KhalaProcesses, serve_node
+    from oa.bootstrap.servers import serve_all
+    from oa.cli.serve import pick_port
 
-    server = khala_server(database_url(), host, port)
-    uvloop.run(
-        serve_all([server], on_ready=lambda: print(f"khala listening on http://{host}:{port}", flush=True))
+    if workers > 1 and port == 0:
+        port = pick_port(host, 0)
+    settings = khala_settings(
+        database_url(), host=host, port=port, workers=workers, node_id=node_id, node_port=node_port
     )
+    if workers == 1:
+
+        def listening(node: Node) -> None:
+            print(f"khala listening on {node.url} (node {node.id}, pid {node.pid})", flush=True)
+
+        uvloop.run(serve_node(settings, 1, listening))
+        return
+
+    processes = KhalaProcesses(settings, report=lambda line: console.print(f"[yellow]{line}[/]"))
+
+    async def ready() -> None:
+        nodes = await processes.wait_ready()
+        print(f"khala listening on {settings.url} ({len(nodes)} processes)", flush=True)
+        for n in nodes:
+            print(f"  node {n['id']} pid {n['pid']} at {n['url']}", flush=True)
+
+    async def main() -> None:
+        processes.start()
+        try:
+            await serve_all([], on_ready=ready, companion=processes.watch())
+        finally:
+            await processes.stop()
+
+    uvloop.run(main())
 
 
 @app.command()
@@ -90,10 +127,13 @@ def project() -> None:
 
 @app.command()
 def status() -> None:
-    """Projector lag per projection (events and seconds) and topic heads."""
+    """The Khala nodes that are up, projector lag per projection (events and seconds), and
+    topic heads."""
 
     async def main() -> None:
-        conn = await asyncpg.connect(with_user(database_url(), WRITER_ROLE))
+        url = database_url()
+        console.print(await _nodes_table(url))
+        conn = await asyncpg.connect(with_user(url, WRITER_ROLE))
         try:
             table = Table(
                 "projection",
@@ -133,6 +173,52 @@ def status() -> None:
             await conn.close()
 
     uvloop.run(main())
+
+
+async def _nodes_table(url: str) -> Table:
+    """Every node connected to this database (pg_stat_activity, as the nodes' own role), with
+    its pid and subscribers from its own `/sync/v1/status` when the admin key is at hand."""
+    import httpx
+
+    from oa.khala.store.nodes import live_nodes
+
+    conn = await asyncpg.connect(with_user(url, READER_ROLE))
+    try:
+        seen = await live_nodes(conn)
+    finally:
+        await conn.close()
+    dep = LocalDeployment.from_env()
+    key = os.environ.get("KHALA_SELF_HOSTED_ADMIN_KEY") or dep.read_env().get("KHALA_SELF_HOSTED_ADMIN_KEY")
+
+    async def ask(client: httpx.AsyncClient, node_url: str) -> dict[str, Any]:
+        if not key:
+            return {}
+        try:
+            resp = await client.get(f"{node_url}/sync/v1/status", headers={"Authorization": f"Bearer {key}"})
+            return dict(resp.json()) if resp.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        answers = await asyncio.gather(*(ask(client, n.url) for n in seen))
+    table = Table(
+        "node", "url", "pid", "since", "sockets", "live queries", "pg connections", title="khala nodes"
+    )
+    for n, a in zip(seen, answers, strict=True):
+        node = a.get("node") or {}
+        table.add_row(
+            n.node_id,
+            n.url,
+            str(node.get("pid", "-")),
+            n.since.astimezone().strftime("%Y-%m-%d %H:%M:%S") if n.since else "-",
+            str(a.get("sessions", "-")),
+            str(a.get("live_queries", "-")),
+            str(n.connections),
+        )
+    table.caption = f"{len(seen)} up" + (
+        "" if key else " (set KHALA_SELF_HOSTED_ADMIN_KEY for pid and sockets)"
+    )
+    return table
 
 
 def _progress(label: str) -> Progress:

@@ -13,6 +13,8 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
+from oa.bootstrap import services
+from oa.bootstrap.khala_processes import KhalaProcesses
 from oa.cli import (
     account_cmd,
     bench_cmd,
@@ -36,9 +38,7 @@ from oa.cli.serve import (
     serve_all,
 )
 from oa.deployment import DeploymentRunning, LocalDeployment
-from oa.runtime.projector.projector import Projector
 from oa.runtime.signing import load_or_create_secret
-from oa.store.database import with_user
 
 app = typer.Typer(
     help="OpenAgents: runtime (authority), Khala sync, control, agent mode.", no_args_is_help=True
@@ -72,6 +72,15 @@ def run(
     runtime_port: Annotated[int, typer.Option(envvar="OA_RUNTIME_PORT")] = 8787,
     control_port: Annotated[int, typer.Option(envvar="OA_CONTROL_PORT")] = 8788,
     khala_port: Annotated[int, typer.Option(envvar="OA_KHALA_PORT")] = 8789,
+    khala_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="OA_KHALA_WORKERS",
+            help="Khala processes sharing its port (each its own process, apart from the runtime's).",
+        ),
+    ] = 1,
     idle_exit_s: Annotated[
         float, typer.Option(hidden=True, help="Stop after this long without an agent holding --idle-lock.")
     ] = 0,
@@ -84,7 +93,7 @@ def run(
     try:
         with dep.claim():
             idle = (idle_lock, idle_exit_s) if idle_lock is not None and idle_exit_s > 0 else None
-            _run(dep, host, runtime_port, control_port, khala_port, idle)
+            _run(dep, host, runtime_port, control_port, khala_port, khala_workers, idle)
     except DeploymentRunning as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
@@ -96,8 +105,13 @@ def _run(
     runtime_port: int,
     control_port: int,
     khala_port: int,
+    khala_workers: int = 1,
     idle: tuple[Path, float] | None = None,
 ) -> None:
+    """Runtime, control and the projector in this process's loop; Khala in `khala_workers`
+    processes of its own on one port (`oa.bootstrap.khala_processes`): a deep replay by a
+    few clients no longer slows the runtime's appends, and a Khala process that dies is
+    restarted while the runtime keeps serving."""
     with console.status("starting Postgres and applying migrations"):
         url = prepare_database(dep)
     port = pick_port(host, runtime_port)
@@ -113,17 +127,15 @@ def _run(
     ]  # fmt: skip
     # The dashboard Khala serves signs in to this control from Khala's origin (CORS).
     origins = [f"http://{host}:{kport}"] + ([f"http://localhost:{kport}"] if host == "127.0.0.1" else [])
-    os.environ.setdefault("OA_CONTROL_CORS_ORIGINS", ",".join(origins))
-    os.environ["OA_CONTROL_URL"] = f"http://{host}:{cport}"  # the dashboard's config.json names it
-    control = control_server(url, dep, host, cport)
-    listening.append(Listening("control /api (auth, sync tokens, JWKS)", f"http://{host}:{cport}"))
+    control_url = f"http://{host}:{cport}"
+    control = control_server(url, dep, host, cport, cors_origins=tuple(origins))
+    listening.append(Listening("control /api (auth, sync tokens, JWKS)", control_url))
     khala_url = f"http://{host}:{kport}"
     admin_key = load_or_create_secret(dep.home / "khala-admin.key").decode()
-    khala = khala_cmd.khala_server(
-        url,
-        host,
-        kport,
-        {"OA_CONTROL_URL": f"http://{host}:{cport}", "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key},
+    # Control's URL reaches Khala (its JWKS, its revocations, the dashboard's config.json)
+    # as a setting, never through this process's environment.
+    khala_settings = khala_cmd.khala_settings(
+        url, host=host, port=kport, workers=khala_workers, control_url=control_url, admin_key=admin_key
     )
     listening.append(Listening("khala sync (WebSocket /sync/v1/ws)", khala_url))
     listening.append(Listening("dashboard", f"{khala_url}/dashboard/"))
@@ -153,7 +165,7 @@ def _run(
         dep.write_env(
             {
                 "OA_RUNTIME_URL": listening[0].url,
-                "OA_CONTROL_URL": f"http://{host}:{cport}",
+                "OA_CONTROL_URL": control_url,
                 "OA_KHALA_URL": khala_url,
                 "KHALA_SELF_HOSTED_URL": khala_url,
                 "KHALA_SELF_HOSTED_ADMIN_KEY": admin_key,
@@ -164,16 +176,24 @@ def _run(
         )
 
     async def everything() -> None:
+        khala = KhalaProcesses(khala_settings, report=lambda line: console.print(f"[yellow]{line}[/]"))
+        khala.start()  # first: its processes import and bind while this one starts the rest
         # The projector (Khala's only writer) runs beside the servers; it holds a leader
         # lock, so a second `oa run` on the same database waits as a standby.
-        projector = Projector(with_user(url, khala_cmd.WRITER_ROLE))
+        projector = services.projector(url)
         projector.start()
         watcher = asyncio.create_task(stop_when_idle(*idle)) if idle else None
+
+        async def all_ready() -> None:
+            await khala.wait_ready()
+            ready()
+
         try:
-            await serve_all([runtime, control, khala], on_ready=ready)
+            await serve_all([runtime, control], on_ready=all_ready, companion=khala.watch())
         finally:
             if watcher is not None:
                 watcher.cancel()
+            await khala.stop()
             await projector.stop()
 
     uvloop.run(everything())
@@ -210,7 +230,7 @@ def serve_runtime(
         _serve_workers(workers, host, port, pool_size)
         return
     server = runtime_server(url, dep, host, port, pool_size=pool_size)
-    server.reuse_port = reuse_port  # type: ignore[attr-defined]
+    server.reuse_port = reuse_port
     uvloop.run(
         serve_all([server], on_ready=lambda: print(f"runtime listening on http://{host}:{port}", flush=True))
     )

@@ -39,6 +39,9 @@ class ControlSettings:
     sign_in_window_s: int = 300
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
+    # Browser origins allowed to call control (CORS): the dashboard Khala serves signs in
+    # here from its own origin. `oa run` names its Khala; OA_CONTROL_CORS_ORIGINS overrides.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_ttl(self.default_ttl_s)
@@ -48,27 +51,35 @@ class ControlSettings:
             raise ValueError(f"OA_CONTROL_HS256_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes")
 
     @classmethod
-    def from_env(cls, home: Path, issuer: str) -> ControlSettings:
-        env = os.environ
+    def from_env(
+        cls, env: Mapping[str, str], home: Path, issuer: str, cors_origins: tuple[str, ...] = ()
+    ) -> ControlSettings:
+        """`issuer` and `cors_origins` are the entry point's defaults; the variables win."""
         hs = env.get("OA_CONTROL_HS256_SECRET")
+        cors = env.get("OA_CONTROL_CORS_ORIGINS")
         return cls(
             issuer=env.get("OA_CONTROL_ISSUER", issuer),
-            key_secret=key_secret(home),
-            service_token=service_token(home),
+            key_secret=key_secret(home, env),
+            service_token=service_token(home, env),
             default_ttl_s=int(env.get("OA_CONTROL_TOKEN_TTL", DEFAULT_TTL_S)),
             rotation_lead_s=float(env.get("OA_CONTROL_ROTATION_LEAD_S", 30.0)),
             hs256_secret=hs.encode() if hs else None,
+            cors_origins=tuple(o.strip().rstrip("/") for o in cors.split(",") if o.strip())
+            if cors is not None
+            else cors_origins,
         )
 
 
-def service_token(home: Path) -> str:
+def service_token(home: Path, env: Mapping[str, str] | None = None) -> str:
     """The token sync servers present to read `/api/sync/revocations`."""
-    return _secret(os.environ.get("OA_CONTROL_SERVICE_TOKEN"), home / "control-service.token")
+    env = os.environ if env is None else env
+    return _secret(env.get("OA_CONTROL_SERVICE_TOKEN"), home / "control-service.token")
 
 
-def key_secret(home: Path) -> bytes:
+def key_secret(home: Path, env: Mapping[str, str] | None = None) -> bytes:
     """Encrypts signing keys at rest; every control process of a deployment needs the same one."""
-    return _secret(os.environ.get("OA_CONTROL_KEY_SECRET"), home / "control-keys.secret").encode()
+    env = os.environ if env is None else env
+    return _secret(env.get("OA_CONTROL_KEY_SECRET"), home / "control-keys.secret").encode()
 
 
 def _secret(from_env: str | None, path: Path) -> str:

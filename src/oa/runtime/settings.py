@@ -1,8 +1,9 @@
-"""Runtime settings, read once from the environment by the composition root."""
+"""Runtime settings, read once from the environment at an entry point (`from_env`) and
+passed to the composition root (`oa.bootstrap`)."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -30,13 +31,13 @@ class RuntimeSettings:
     sweep_interval_s: float = 15.0
 
     @classmethod
-    def from_env(cls, caller_secret: bytes) -> RuntimeSettings:
+    def from_env(cls, env: Mapping[str, str], caller_secret: bytes) -> RuntimeSettings:
         return cls(
             caller_secret=caller_secret,
-            max_body_bytes=int(os.environ.get("OA_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
-            stream_replay_window=int(os.environ.get("OA_STREAM_REPLAY_WINDOW", 10_000)),
-            worker_stale_after_ms=int(os.environ.get("OA_WORKER_STALE_AFTER_MS", 120_000)),
-            worker_lost_after_ms=int(os.environ.get("OA_WORKER_LOST_AFTER_MS", 300_000)),
-            reservation_deadline_s=int(os.environ.get("OA_RESERVATION_DEADLINE_S", 900)),
-            sweep_interval_s=float(os.environ.get("OA_SWEEP_INTERVAL_S", 15.0)),
+            max_body_bytes=int(env.get("OA_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+            stream_replay_window=int(env.get("OA_STREAM_REPLAY_WINDOW", 10_000)),
+            worker_stale_after_ms=int(env.get("OA_WORKER_STALE_AFTER_MS", 120_000)),
+            worker_lost_after_ms=int(env.get("OA_WORKER_LOST_AFTER_MS", 300_000)),
+            reservation_deadline_s=int(env.get("OA_RESERVATION_DEADLINE_S", 900)),
+            sweep_interval_s=float(env.get("OA_SWEEP_INTERVAL_S", 15.0)),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +26,7 @@ def create_app(
     )
     app.state.settings = settings
     # Browsers (the dashboard Khala serves) sign in here from another origin.
-    cors = [
-        o.strip().rstrip("/") for o in os.environ.get("OA_CONTROL_CORS_ORIGINS", "").split(",") if o.strip()
-    ]
+    cors = list(settings.cors_origins)
     if cors:
         app.add_middleware(
             CORSMiddleware,

@@ -6,11 +6,12 @@ write a read model: the single-writer rule holds in the database, not just in th
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
@@ -21,6 +22,8 @@ from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
 from oa.khala.sync.hangup import TransportAbort, hang_up
 from oa.khala.sync.hub import Hub
+from oa.khala.sync.metrics import exposition
+from oa.khala.sync.node import Node
 from oa.khala.sync.principal import Verify
 from oa.khala.sync.session import Session, SessionLimits
 from oa.khala.sync.tokens import READER, close_revoked_sessions, for_sockets, topic_reader
@@ -38,10 +41,12 @@ def create_sync_app(
     admin_key: str | None = None,
     deployment_class: str = "dev",
     gate_url: str | None = None,
+    node: Node | None = None,
+    control_url: str | None = None,
 ) -> FastAPI:
     """`verify_token` checks a token for any of Khala's resources (`principal` says what
     each means): the HTTP reads take both, the socket only `khala-sync` tokens.
-    `limits` default to `SessionLimits.from_env()` (`OA_KHALA_MAX_QUEUED_BYTES`, ...).
+    `limits` default to `SessionLimits()` (entry points read `OA_KHALA_*` into them).
 
     `revocations`, when given, is polled while the app runs and closes revoked sockets.
     `admin_key` opens the admin API (`/admin/v1`) and the operator endpoints (status, lag,
@@ -50,16 +55,28 @@ def create_sync_app(
     The admin API's grants, audit trail and requests go through their own pool as
     `oa_khala_gate` (`gate_url`; by default the reader's server and database as that role),
     which may only call the owner's functions (see `oa/store/privileges.py`).
+
+    `node` names this process: in its Postgres connections' application_name (what
+    `oa khala status` lists), in `/sync/v1/status` and in every metric's `node` label.
+    `control_url` is where the dashboard signs in (its config.json).
     """
-    limits = limits or SessionLimits.from_env()
+    limits = limits or SessionLimits()
+    named = node is not None
+    node = node or Node(id=f"local-{os.getpid()}", url="")
+    server_settings = {"application_name": node.application_name} if named else None
     gate_url = gate_url or with_user(reader_url, GATE)
     verify = for_sockets(verify_token)  # what the socket endpoint below uses
     operator = [Depends(admin_key_required(admin_key))]
 
     async def start(app: FastAPI) -> None:
-        pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
+        pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8, server_settings=server_settings)
         app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
-        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes)
+        hub = Hub(
+            reader_url,
+            pool,
+            max_queued_bytes=limits.max_server_queued_bytes,
+            application_name=server_settings["application_name"] if server_settings else None,
+        )
         await hub.start()
         app.state.hub = hub
         if revocations is not None:
@@ -85,6 +102,8 @@ def create_sync_app(
         health=health,
         www_authenticate="Bearer",
     )
+    app.state.node = node
+    app.state.dashboard = {"control_url": control_url.rstrip("/") if control_url else None}
     app.include_router(admin_router(admin_key, deployment_class))
     app.add_middleware(TransportAbort)  # lets a socket that stopped reading be closed hard
 
@@ -144,13 +163,15 @@ def create_sync_app(
         body = {
             "topics": {t: {"head": hub.heads.get(t, 0), "subscribers": hub.subscribers(t)} for t in TOPICS},
             "sessions": len(hub.sessions),
+            "live_queries": hub.queries.count,
             "batches_dispatched": hub.batches_dispatched,
+            "node": {"id": node.id, "url": node.url, "pid": node.pid, "started_at": node.started_at},
         }
         return json_response(body)
 
     @app.get("/metrics", dependencies=operator, include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition(app.state.hub, node), media_type=CONTENT_TYPE_LATEST)
 
     install_web(
         app, verify_token, operator

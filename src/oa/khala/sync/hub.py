@@ -35,9 +35,16 @@ class Hub:
     shared by many sockets counts once per socket, so the count errs on the safe side."""
 
     def __init__(
-        self, url: str, pool: asyncpg.Pool, poll_s: float = 1.0, max_queued_bytes: int = 128 << 20
+        self,
+        url: str,
+        pool: asyncpg.Pool,
+        poll_s: float = 1.0,
+        max_queued_bytes: int = 128 << 20,
+        application_name: str | None = None,
     ) -> None:
         self._url = url
+        # The LISTEN connection names the node too (`oa khala status` reads it).
+        self._server_settings = {"application_name": application_name} if application_name else None
         self.pool = pool
         self._poll = poll_s
         self.heads: dict[str, int] = dict.fromkeys(TOPIC_NAMES, 0)
@@ -52,6 +59,11 @@ class Hub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches_dispatched = 0
+        # For the metrics (`oa.khala.sync.metrics`): what this process read and sent.
+        self.batches_read = 0
+        self.rows_read = 0
+        self.frames_sent = 0
+        self.bytes_sent = 0
 
     async def start(self) -> None:
         stored = await reader.heads(self.pool)
@@ -83,6 +95,9 @@ class Hub:
             if self.sockets_per_user[user_id] <= 0:
                 del self.sockets_per_user[user_id]
 
+    def queued_frames(self) -> int:
+        return sum(s.queued_frames for s in self.sessions)
+
     def subscribers(self, topic: str) -> int:
         return sum(1 for s in self.sessions if topic in s.topics)
 
@@ -92,7 +107,7 @@ class Hub:
             conn: asyncpg.Connection | None = None
             try:
                 lost = asyncio.Event()
-                conn = await asyncpg.connect(self._url)
+                conn = await asyncpg.connect(self._url, server_settings=self._server_settings)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
                 delay = 0.1
@@ -125,6 +140,8 @@ class Hub:
                     rows = await reader.rows_after(self.pool, self.heads)
                     if not rows:
                         break
+                    self.batches_read += len({r.batch_id for r in rows})
+                    self.rows_read += len(rows)
                     self.dispatch(rows)
             except asyncio.CancelledError:
                 raise

@@ -115,6 +115,10 @@ class Session:
         self.closed = asyncio.Event()
 
     @property
+    def queued_frames(self) -> int:
+        return self._out.qsize()
+
+    @property
     def closing(self) -> ProtocolError | None:
         """The fatal error this session is closing with, if any."""
         return self._closing
@@ -251,6 +255,8 @@ class Session:
                 # A peer that stops reading fills the kernel's and the server's buffers,
                 # then a send waits forever: past the timeout the socket is given up.
                 await asyncio.wait_for(self._send(data), self.limits.write_timeout_s)
+                self.hub.frames_sent += 1
+                self.hub.bytes_sent += len(data)
             except TimeoutError:
                 self.stalled = True
                 log.info(

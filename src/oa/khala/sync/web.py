@@ -11,7 +11,6 @@ is each projection's position, when it last moved and its last error.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path as FsPath
@@ -40,10 +39,10 @@ def _json(body: Any) -> Response:
 def dashboard_config(app: FastAPI) -> dict[str, Any]:
     """Control's URL (where the page signs in) and the token timings the page uses.
 
-    `app.state.dashboard` (a dict) overrides; else OA_CONTROL_URL from the environment."""
+    `app.state.dashboard` (a dict: `create_sync_app` puts its `control_url` there) overrides."""
     overrides: dict[str, Any] = getattr(app.state, "dashboard", None) or {}
     return {
-        "control_url": os.environ.get("OA_CONTROL_URL", "").rstrip("/") or None,
+        "control_url": None,
         "token_ttl_s": 300,
         "refresh_before_s": 30,
         **topics_config(),  # topics, live topics and document prefixes, from the proto catalog
