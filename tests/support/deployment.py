@@ -49,7 +49,12 @@ class OaRun(ChildProcess):
         return self.home / "run.log"
 
     def start(
-        self, runtime_port: int = 0, timeout: float = 90.0, control_port: int = 0, khala_port: int = 0
+        self,
+        runtime_port: int = 0,
+        timeout: float = 90.0,
+        control_port: int = 0,
+        khala_port: int = 0,
+        khala_workers: int | None = None,
     ) -> None:
         """Start it and wait for its deployment.env (written once every server is up)."""
         self.home.mkdir(parents=True, exist_ok=True)
@@ -61,6 +66,8 @@ class OaRun(ChildProcess):
             "--khala-port",
             str(khala_port or free_port()),
         ]
+        if khala_workers is not None:
+            args += ["--khala-workers", str(khala_workers)]
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "oa.cli.main", *args], env=cli.env(), stdout=out, stderr=out

@@ -94,7 +94,9 @@ def serve(
         uvloop.run(serve_node(settings, 1, listening))
         return
 
-    processes = KhalaProcesses(settings, report=lambda line: console.print(f"[yellow]{line}[/]"))
+    processes = KhalaProcesses(
+        settings, report=lambda line: console.print(f"[yellow]{line}[/]", soft_wrap=True)
+    )
 
     async def ready() -> None:
         nodes = await processes.wait_ready()

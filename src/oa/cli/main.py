@@ -176,7 +176,9 @@ def _run(
         )
 
     async def everything() -> None:
-        khala = KhalaProcesses(khala_settings, report=lambda line: console.print(f"[yellow]{line}[/]"))
+        khala = KhalaProcesses(
+            khala_settings, report=lambda line: console.print(f"[yellow]{line}[/]", soft_wrap=True)
+        )
         khala.start()  # first: its processes import and bind while this one starts the rest
         # The projector (Khala's only writer) runs beside the servers; it holds a leader
         # lock, so a second `oa run` on the same database waits as a standby.
