@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,10 +26,10 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
@@ -61,10 +62,9 @@ def test_oa_run_with_two_khala_processes_restarts_a_dead_one_and_stops_cleanly(
 
         os.kill(kids[0], signal.SIGKILL)
         wait_for(lambda: "restarting it" in run.log.read_text(), 30, "the death to be reported")
+        pid = run.proc.pid
         wait_for(
-            lambda: len(children_of(run.proc.pid)) == 2 and kids[0] not in children_of(run.proc.pid),  # type: ignore[union-attr]
-            30,
-            "a new Khala process",
+            lambda: len(children_of(pid)) == 2 and kids[0] not in children_of(pid), 30, "a new Khala process"
         )
         assert f"(pid {kids[0]}) exited with code -9; restarting it" in run.log.read_text()
         assert run.proc.poll() is None  # the run goes on
