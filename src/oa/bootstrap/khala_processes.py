@@ -159,8 +159,13 @@ def node_for(settings: KhalaSettings, index: int, url: str) -> Node:
     return Node(settings.node_id if settings.workers == 1 else f"{settings.node_id}.{index}", url)
 
 
-async def serve_node(settings: KhalaSettings, index: int, on_ready: Callable[[Node], None]) -> None:
-    """Serve one Khala process until SIGINT/SIGTERM (`index` from 1 when one of several)."""
+async def serve_node(
+    settings: KhalaSettings,
+    index: int,
+    on_ready: Callable[[Node], None],
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """Serve one Khala process until one of `signals` (`index` from 1 when one of several)."""
     from oa.bootstrap.servers import bind, serve_all
     from oa.bootstrap.services import khala_server
 
@@ -175,7 +180,7 @@ async def serve_node(settings: KhalaSettings, index: int, on_ready: Callable[[No
     node = node_for(settings, index, f"http://{settings.host}:{port}")
     server = khala_server(settings, node)
     server.sockets = sockets
-    await serve_all([server], on_ready=lambda: on_ready(node))
+    await serve_all([server], on_ready=lambda: on_ready(node), signals=signals)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -190,6 +195,9 @@ def _child_main() -> None:
 
     settings, index, ready_fd, parent = pickle.loads(sys.stdin.buffer.read())
     _die_with_parent(parent)
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides, and stops
+    # its children with SIGTERM (so it never mistakes their exit for a crash to restart).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="khala %(process)d: %(levelname)s %(message)s")
 
     def ready(node: Node) -> None:
@@ -197,7 +205,7 @@ def _child_main() -> None:
         os.write(ready_fd, line)
         os.close(ready_fd)
 
-    uvloop.run(serve_node(settings, index, ready))
+    uvloop.run(serve_node(settings, index, ready, signals=(signal.SIGTERM,)))
 
 
 if __name__ == "__main__":

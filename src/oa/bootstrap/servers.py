@@ -70,8 +70,9 @@ async def serve_all(
     servers: list[EmbeddedServer],
     on_ready: Callable[[], Any] | None = None,
     companion: Awaitable[None] | None = None,
+    signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> None:
-    """Run servers together until SIGINT/SIGTERM; stop them all if one fails.
+    """Run servers together until one of `signals`; stop them all if one fails.
 
     `on_ready` runs once every server listens (a coroutine function is awaited; if it
     raises, everything stops). `companion` runs beside them (the supervisor of Khala's
@@ -82,7 +83,7 @@ async def serve_all(
     watched = [*tasks, *([extra] if extra is not None else [])]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(stop.wait())
@@ -99,11 +100,7 @@ async def serve_all(
             broken = True
     if not broken:
         await asyncio.wait([waiter, *watched], return_when=asyncio.FIRST_COMPLETED)
-    for s in servers:
-        s.should_exit = True
-    await asyncio.gather(*tasks, return_exceptions=True)
-    waiter.cancel()
-    if extra is not None:
+    if extra is not None:  # first: a supervisor must not restart what is being stopped
         if extra.done():
             broken = True
             if not extra.cancelled() and extra.exception() is not None:
@@ -112,6 +109,10 @@ async def serve_all(
             extra.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await extra
+    for s in servers:
+        s.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    waiter.cancel()
     failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
     if failed or broken or not all(s.started for s in servers):
         log.error("a server failed to start or crashed")
