@@ -45,6 +45,35 @@ class KhalaFailed(RuntimeError):
 
 
 @dataclass
+class Spawned:
+    """A Khala process started ahead of its settings: it imports while its parent gets the
+    database ready, then waits on its stdin (see `prespawn`)."""
+
+    proc: subprocess.Popen[bytes]
+    ready_fd: int  # ours, to read its "listening" line
+    child_fd: int  # the same pipe's write end, by its number in the child
+
+
+def prespawn(count: int) -> list[Spawned]:
+    """Start `count` Khala processes now, to be given their settings by `KhalaProcesses.start`.
+
+    Python and the sync server's imports take seconds of CPU on a busy 2-core machine
+    (`oa run` from 5-9 s to 11-14 s with one Khala process started only once Postgres was
+    ready); started first, they overlap Postgres' start and the migrations."""
+    return [_popen() for _ in range(count)]
+
+
+def _popen() -> Spawned:
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oa.bootstrap.khala_processes"], stdin=subprocess.PIPE, pass_fds=(write,)
+    )
+    os.close(write)
+    os.set_blocking(read, False)
+    return Spawned(proc, read, write)
+
+
+@dataclass
 class Child:
     index: int
     proc: subprocess.Popen[bytes]
@@ -59,6 +88,7 @@ class KhalaProcesses:
     report: Callable[[str], None] = log.warning
     max_restarts: int = 5
     window_s: float = 60.0
+    prespawned: list[Spawned] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     _deaths: list[float] = field(default_factory=list)
     _stopping: bool = False
@@ -72,18 +102,12 @@ class KhalaProcesses:
         return [c.node for c in self.children if c.node is not None]
 
     def _spawn(self, index: int) -> Child:
-        read, write = os.pipe()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "oa.bootstrap.khala_processes"],
-            stdin=subprocess.PIPE,
-            pass_fds=(write,),
-        )
-        os.close(write)
-        os.set_blocking(read, False)
+        spawned = self.prespawned.pop() if self.prespawned else _popen()
+        proc = spawned.proc
         assert proc.stdin is not None
-        proc.stdin.write(pickle.dumps((self.settings, index, write, os.getpid())))
+        proc.stdin.write(pickle.dumps((self.settings, index, spawned.child_fd, os.getpid())))
         proc.stdin.close()
-        return Child(index, proc, read)
+        return Child(index, proc, spawned.ready_fd)
 
     def _poll_ready(self, child: Child) -> None:
         if child.node is not None:
@@ -137,6 +161,11 @@ class KhalaProcesses:
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every child, wait for them, kill -9 the ones still there after `timeout`."""
         self._stopping = True
+        for extra in self.prespawned:  # never given settings: closing stdin ends them
+            self.children.append(Child(0, extra.proc, extra.ready_fd))
+            if extra.proc.stdin is not None:
+                extra.proc.stdin.close()
+        self.prespawned = []
         for c in self.children:
             if c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGTERM)
@@ -166,8 +195,8 @@ async def serve_node(
     signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM),
 ) -> None:
     """Serve one Khala process until one of `signals` (`index` from 1 when one of several)."""
+    from oa.bootstrap.khala import khala_server
     from oa.bootstrap.servers import bind, serve_all
-    from oa.bootstrap.services import khala_server
 
     several = settings.workers > 1
     shared = bind(settings.host, settings.port, reuse_port=several)
@@ -193,7 +222,12 @@ def _die_with_parent(parent: int) -> None:
 def _child_main() -> None:
     import uvloop
 
-    settings, index, ready_fd, parent = pickle.loads(sys.stdin.buffer.read())
+    import oa.bootstrap.khala  # noqa: F401 - the imports first, while the parent prepares
+
+    data = sys.stdin.buffer.read()
+    if not data:  # the parent stopped before giving us settings
+        raise SystemExit(0)
+    settings, index, ready_fd, parent = pickle.loads(data)
     _die_with_parent(parent)
     # Ctrl-C in a terminal reaches the whole process group: the parent decides, and stops
     # its children with SIGTERM (so it never mistakes their exit for a crash to restart).

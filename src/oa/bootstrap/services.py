@@ -6,19 +6,25 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from oa.bootstrap.khala import khala_app, khala_server
 from oa.bootstrap.servers import EmbeddedServer, embedded_server
 from oa.control.service.container import build_control_app
 from oa.control.settings import ControlSettings
-from oa.khala.settings import KhalaSettings
-from oa.khala.sync.app import create_sync_app
-from oa.khala.sync.config import verifier_for
-from oa.khala.sync.node import Node
-from oa.khala.sync.tokens import verify_with
 from oa.runtime.projector.projector import Projector
 from oa.runtime.service.container import build_runtime_app
 from oa.runtime.settings import RuntimeSettings
 from oa.store.database import with_user
-from oa.store.privileges import READER, WRITER
+from oa.store.privileges import WRITER
+
+__all__ = [
+    "control_app",
+    "control_server",
+    "khala_app",
+    "khala_server",
+    "projector",
+    "runtime_app",
+    "runtime_server",
+]
 
 
 def runtime_app(database_url: str, settings: RuntimeSettings, pool_size: int = 10) -> FastAPI:
@@ -27,22 +33,6 @@ def runtime_app(database_url: str, settings: RuntimeSettings, pool_size: int = 1
 
 def control_app(database_url: str, settings: ControlSettings, pool_size: int = 10) -> FastAPI:
     return build_control_app(database_url, settings, pool_size=pool_size)
-
-
-def khala_app(settings: KhalaSettings, node: Node | None = None) -> FastAPI:
-    """The sync server, connected as the SELECT-only role; `node` names this process (its
-    Postgres application_name, its metrics), None for an unnamed one (tests)."""
-    setup = verifier_for(settings)
-    return create_sync_app(
-        with_user(settings.database_url, READER),
-        verify_with(setup.verifier),
-        settings.limits,
-        revocations=setup.revocations,
-        admin_key=settings.admin_key,
-        deployment_class=settings.deployment_class,
-        node=node,
-        control_url=settings.control_url,
-    )
 
 
 def projector(database_url: str, **options: Any) -> Projector:
@@ -60,13 +50,3 @@ def control_server(
     database_url: str, settings: ControlSettings, host: str, port: int, pool_size: int = 10
 ) -> EmbeddedServer:
     return embedded_server(control_app(database_url, settings, pool_size), host, port)
-
-
-def khala_server(settings: KhalaSettings, node: Node | None = None) -> EmbeddedServer:
-    # No permessage-deflate: compressing the same update once per subscriber was the
-    # largest cost of fan-out (bench/sync.py profiles), and its zlib state per socket the
-    # largest part of an idle subscription's memory.
-    app = khala_app(settings, node)
-    return embedded_server(
-        app, settings.host, settings.port, ws_max_size=1 << 20, ws_per_message_deflate=False
-    )

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oa.bootstrap import services
-from oa.bootstrap.khala_processes import KhalaProcesses
+from oa.bootstrap.khala_processes import KhalaProcesses, prespawn
 from oa.cli import (
     account_cmd,
     bench_cmd,
@@ -112,6 +112,7 @@ def _run(
     processes of its own on one port (`oa.bootstrap.khala_processes`): a deep replay by a
     few clients no longer slows the runtime's appends, and a Khala process that dies is
     restarted while the runtime keeps serving."""
+    early = prespawn(khala_workers)  # they import while Postgres starts
     with console.status("starting Postgres and applying migrations"):
         url = prepare_database(dep)
     port = pick_port(host, runtime_port)
@@ -177,7 +178,9 @@ def _run(
 
     async def everything() -> None:
         khala = KhalaProcesses(
-            khala_settings, report=lambda line: console.print(f"[yellow]{line}[/]", soft_wrap=True)
+            khala_settings,
+            prespawned=early,
+            report=lambda line: console.print(f"[yellow]{line}[/]", soft_wrap=True),
         )
         khala.start()  # first: its processes import and bind while this one starts the rest
         # The projector (Khala's only writer) runs beside the servers; it holds a leader
