@@ -21,8 +21,9 @@ from prometheus_client import Counter, Gauge
 from oa.khala.store import maintenance, writer
 from oa.khala.topics import TOPIC_NAMES
 from oa.runtime.adapters.journal_sql import event_ages, journal_head, read_journal
+from oa.runtime.projector.deltas import with_patches
 from oa.runtime.projector.fold import fold_batch, keys_for
-from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
+from oa.runtime.projector.projections import PROJECTIONS, Projection
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = 7_270_431_002
@@ -30,11 +31,6 @@ LEADER_LOCK = 7_270_431_002
 EVENTS_BEHIND = Gauge("oa_projector_events_behind", "Journal events not yet projected", ["projection"])
 SECONDS_BEHIND = Gauge("oa_projector_seconds_behind", "Age of the oldest unprojected event", ["projection"])
 EVENTS_PROJECTED = Counter("oa_projector_events_read_total", "Journal events read by projector batches")
-
-
-async def load_docs(conn: asyncpg.Connection, generation: int, keys: set[str]) -> dict[str, tuple[Doc, int]]:
-    stored = await writer.load_documents(conn, generation, keys)
-    return {k: (orjson.loads(payload), version) for k, (payload, version) in stored.items()}
 
 
 async def project_batch(
@@ -58,15 +54,18 @@ async def project_batch(
         events = await read_journal(conn, start, batch_size)
         if not events:
             return 0
-        current = await load_docs(conn, gen, keys_for(healthy, events))
+        stored = await writer.load_documents(conn, gen, keys_for(healthy, events))
+        current = {k: (orjson.loads(d.payload), d.doc_version) for k, d in stored.items()}
         result = fold_batch(healthy, events, positions, current)
+        journaled = journal and gen == live
+        changes = result.changes
+        if journaled:  # only the live generation's journal carries deltas (clients read it)
+            changes = with_patches(changes, stored, {k: doc for k, (doc, _) in current.items()})
         for f in result.failures:
             log.error("projection %s stopped at position %d: %s", f.projection, f.position, f.message)
             await writer.record_failure(conn, gen, f.projection, f.position, f.message)
         versions = {p.name: p.version for p in healthy}
-        await writer.apply(
-            conn, gen, result.changes, result.checkpoints, journal=journal and gen == live, versions=versions
-        )
+        await writer.apply(conn, gen, changes, result.checkpoints, journal=journaled, versions=versions)
         return len(events)
 
 
