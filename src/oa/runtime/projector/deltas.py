@@ -48,7 +48,12 @@ def with_patches(
     for ch in changes:
         base = stored.get(ch.doc_key)
         old = before.get(ch.doc_key)
-        if ch.payload is None or base is None or old is None or base.projection_version != ch.projection_version:
+        if (
+            ch.payload is None
+            or base is None
+            or old is None
+            or base.projection_version != ch.projection_version
+        ):
             out.append(ch)
             continue
         owner, org = old.get("owner"), old.get("org_id")
