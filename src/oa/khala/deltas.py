@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 import jsonpointer
+import orjson
 
 from oa.canonical import canonical_json, sha256_hex
 
@@ -37,7 +38,9 @@ def holds_base(update: dict[str, Any], projection_version: int, doc_version: int
 def patched(base: Any, update: dict[str, Any]) -> dict[str, Any] | None:
     """`base` with the update's patch applied, if that gives the update's payload_hash."""
     try:
-        result = jsonpatch.apply_patch(base, update["patch"])  # a copy: `base` is untouched
+        # Applied in place to a copy (orjson's round trip is several times cheaper than the
+        # library's deepcopy), so a patch failing halfway leaves `base` untouched.
+        result = jsonpatch.apply_patch(orjson.loads(orjson.dumps(base)), update["patch"], in_place=True)
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, KeyError, IndexError):
         return None
     if not isinstance(result, dict) or payload_hash(result) != update.get("payload_hash"):

@@ -31,10 +31,82 @@ import orjson
 from oa.khala.store.writer import DocChange, StoredDoc
 
 
+MAX_REMOVES = 64  # beyond this many entries leaving a list's front, replace the list
+MAX_CANDIDATES = 8  # shift offsets verified per list before replacing it
+
+
 def diff(before: Any, after: Any) -> list[dict[str, Any]]:
-    """RFC 6902 operations turning `before` into `after`."""
-    ops: list[dict[str, Any]] = jsonpatch.make_patch(before, after).patch
+    """RFC 6902 operations turning `before` into `after`.
+
+    Our documents grow at the top level: a list gains entries at its end and may lose
+    some at its front (a window), scalars change. Those shapes are diffed here in O(size)
+    with C-level equality; a list changed otherwise is replaced whole, and a changed
+    nested object goes to `jsonpatch.make_patch` (small ones: a day map). Why not the
+    library for everything: its list diff pairs runs of differing items and took ~2.6 ms
+    per run-timeline change (5 ms for a sliding 50-event window) in `oa bench deltas`,
+    against ~10 us here, on the projector's path of every event. The ops are standard
+    either way and clients apply them with the library (checked by payload_hash).
+    """
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return _library(before, after, "")
+    ops: list[dict[str, Any]] = [{"op": "remove", "path": _path("", k)} for k in before if k not in after]
+    for key, new in after.items():
+        path = _path("", key)
+        if key not in before:
+            ops.append({"op": "add", "path": path, "value": new})
+            continue
+        old = before[key]
+        if _same(old, new):
+            continue
+        if isinstance(old, list) and isinstance(new, list):
+            ops += _list_ops(path, old, new)
+        elif isinstance(old, dict) and isinstance(new, dict):
+            ops += _library(old, new, path)
+        else:
+            ops.append({"op": "replace", "path": path, "value": new})
     return ops
+
+
+def _list_ops(path: str, old: list[Any], new: list[Any]) -> list[dict[str, Any]]:
+    """`old` minus entries at its front plus entries at its end, when that is what
+    happened (a growing list, a sliding window); else the new list whole. Linear in the
+    list's length whatever happened."""
+    if new:
+        first = new[0]
+        offsets = [d for d, v in enumerate(old) if v == first][:MAX_CANDIDATES]
+    else:
+        offsets = []
+    offsets.append(len(old))  # everything dropped
+    for dropped in offsets:
+        kept = len(old) - dropped
+        if dropped <= MAX_REMOVES and kept <= len(new) and _same(old[dropped:], new[:kept]):
+            ops: list[dict[str, Any]] = [{"op": "remove", "path": f"{path}/0"}] * dropped
+            return ops + [
+                {"op": "add", "path": f"{path}/{kept + i}", "value": v} for i, v in enumerate(new[kept:])
+            ]
+    return [{"op": "replace", "path": path, "value": new}]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: Python's `==` alone takes 1, 1.0 and True for one another."""
+    if a != b:
+        return False
+    if isinstance(a, (dict, list)):
+        return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+    return type(a) is type(b)
+
+
+def _library(old: Any, new: Any, prefix: str) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = jsonpatch.make_patch(old, new).patch
+    return [
+        {**op, "path": prefix + op["path"], **({"from": prefix + op["from"]} if "from" in op else {})}
+        for op in ops
+    ]
+
+
+def _path(prefix: str, key: str) -> str:
+    """A JSON Pointer step (RFC 6901: `~` and `/` escaped)."""
+    return f"{prefix}/{key.replace('~', '~0').replace('/', '~1')}"
 
 
 def with_patches(

@@ -39,8 +39,11 @@ async def project_batch(
     projections: Sequence[Projection] = PROJECTIONS,
     batch_size: int = 1000,
     journal: bool = True,
+    deltas: bool = True,
 ) -> int:
-    """Fold and commit one batch; returns how many journal events it read (0 = caught up)."""
+    """Fold and commit one batch; returns how many journal events it read (0 = caught up).
+
+    `deltas=False` journals every change whole (the baseline `oa bench deltas` measures)."""
     async with conn.transaction():
         # The state row lock serializes batches with a rebuild's switch of generations.
         live = await writer.lock_live_generation(conn)
@@ -59,7 +62,7 @@ async def project_batch(
         result = fold_batch(healthy, events, positions, current)
         journaled = journal and gen == live
         changes = result.changes
-        if journaled:  # only the live generation's journal carries deltas (clients read it)
+        if journaled and deltas:  # only the live generation's journal carries deltas (clients read it)
             changes = with_patches(changes, stored, {k: doc for k, (doc, _) in current.items()})
         for f in result.failures:
             log.error("projection %s stopped at position %d: %s", f.projection, f.position, f.message)
@@ -108,8 +111,10 @@ class Projector:
         prune_every_s: float = 60.0,
         build_batch_size: int = 500,
         projections: Sequence[Projection] = PROJECTIONS,
+        deltas: bool = True,
     ) -> None:
         self._projections = tuple(projections)
+        self._deltas = deltas
         # A build folds `build_batch_size` events between two rounds of live batches: the
         # most a live update waits for a catch-up (see bench/projection_catchup.py).
         self._build_batch = build_batch_size
@@ -163,7 +168,9 @@ class Projector:
             while True:
                 woke.clear()
                 live = builds.live_projections(building, self._projections)
-                while n := await project_batch(conn, projections=live, batch_size=self._batch):
+                while n := await project_batch(
+                    conn, projections=live, batch_size=self._batch, deltas=self._deltas
+                ):
                     self.last_batch_at = time.monotonic()
                     EVENTS_PROJECTED.inc(n)
                 pending = [b for b in building.values() if not b.failed]
