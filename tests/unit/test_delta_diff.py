@@ -28,12 +28,13 @@ docs = st.dictionaries(keys, values, max_size=5)
 def changes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     """A document and a successor: lists grow at the end and lose entries at the front (as
     our windows do), or change anywhere; keys appear, vanish and change."""
-    before = draw(docs)
+    before: dict[str, Any] = draw(docs)
     after = dict(before)
     for key in list(after):
-        if isinstance(after[key], list) and draw(st.booleans()):
-            dropped = draw(st.integers(0, len(after[key])))
-            after[key] = after[key][dropped:] + draw(st.lists(values, max_size=3))
+        old = after[key]
+        if isinstance(old, list) and draw(st.booleans()):
+            dropped = draw(st.integers(0, len(old)))
+            after[key] = old[dropped:] + draw(st.lists(values, max_size=3))
     after.update(draw(st.dictionaries(keys, values, max_size=2)))
     for key in draw(st.lists(st.sampled_from(sorted(after) or ["a"]), max_size=1)):
         after.pop(key, None)

@@ -30,7 +30,6 @@ import orjson
 
 from oa.khala.store.writer import DocChange, StoredDoc
 
-
 MAX_REMOVES = 64  # beyond this many entries leaving a list's front, replace the list
 MAX_CANDIDATES = 8  # shift offsets verified per list before replacing it
 
