@@ -317,3 +317,49 @@ async def test_streamed_text_grows_by_patches_on_a_run_query(
         assert view.documents[key]["payload"] == want["payload"] and want["payload"]["chars"] == len(text)
         assert view.patches_applied >= 3 and view.missing_base == view.hash_mismatches == 0
         assert all(text.startswith(s) for s in seen) and seen[-1] == text, "the text only grows"
+
+
+async def test_cli_watch_run_json_shows_the_text_growing_as_whole_payloads(
+    khala: Khala, runtime_url: str, sign: Signer, tmp_path: Any
+) -> None:
+    """`oa khala watch runtime.run_summaries --run ID --json`: one line per applied change,
+    each with the whole resulting payload, though the text travels as patches."""
+    import os
+    import sys
+
+    user, org, run = user_ids()
+    key = f"runtime/run_text:{run}"
+    async with httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}", org)) as h:
+        await projected(khala, h, run, "run.started", org_id=org)
+        env = {
+            **os.environ,
+            "KHALA_URL": khala.url,
+            "OA_SYNC_TOKEN": mint(user, org),
+            "OA_HOME": str(tmp_path),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "oa.cli.main", "khala", "watch", RUNS, "--run", run, "--json",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+
+            async def text_line() -> dict[str, Any]:
+                while True:
+                    line: dict[str, Any] = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))  # type: ignore[union-attr]
+                    if line["doc_key"] == key:
+                        return line
+
+            first = await text_line()
+            assert (
+                set(first) == {"sub", "op", "doc_key", "doc_version", "payload"}
+                and first["payload"]["chunks"] == []
+            )
+            for word in ("Hello", ", ", "world"):
+                await projected(khala, h, run, "text.delta", text=word)
+                line = await text_line()
+                assert line["op"] == "upsert" and line["payload"]["run_id"] == run
+            assert "".join(line["payload"]["chunks"]) == "Hello, world" and line["payload"]["chars"] == 12
+        finally:
+            proc.kill()
+            await proc.wait()
