@@ -363,3 +363,30 @@ async def test_cli_watch_run_json_shows_the_text_growing_as_whole_payloads(
         finally:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_heavy_fetch_answer_is_split_under_the_sockets_byte_cap(
+    database_url: str, runtime_url: str, sign: Signer
+) -> None:
+    user, org, run = user_ids()
+    cap = 4096
+    async with running_khala(database_url, SessionLimits(max_queued_bytes=cap)) as k:
+        keys = []
+        async with httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}", org)) as h:
+            for i in range(3):
+                await projected(k, h, f"{run}-{i}", "run.started", org_id=org)
+                keys += [f"runtime/run_summary:{run}-{i}", f"runtime/run_timeline:{run}-{i}"]
+        ws = await raw_session(k, mint(user, org))
+        await next_frame(ws, "ready")
+        await ws.send(json.dumps({"type": "fetch", "topic": RUNS, "doc_keys": keys, "request_id": "big"}))
+        frames: list[dict[str, Any]] = []
+        answered: list[str] = []
+        while len(answered) < len(keys):
+            frame = await next_frame(ws, "documents")
+            assert frame["request_id"] == "big"
+            frames.append(frame)
+            answered += [d["doc_key"] for d in frame["documents"]]
+        assert sorted(answered) == sorted(keys) and len(frames) > 1
+        assert all(d["op"] == "upsert" for f in frames for d in f["documents"])
+        assert all(len(json.dumps(f)) < cap for f in frames), "each frame fits the socket's cap"
+        await ws.close()

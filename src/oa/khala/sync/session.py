@@ -457,13 +457,25 @@ class Session:
             else remove_update(req.topic, k, 0, 0, deleted=True)
             for k in req.doc_keys
         ]
-        await self._room()  # up to 100 whole documents: wait for room as a replay page does
-        self._enqueue(
-            protocol.frame(
-                "documents", topic=req.topic, sub=req.sub, request_id=req.request_id, documents=documents
-            ),
-            paced=True,
-        )
+        # Up to 100 whole documents: sent in frames of about half this socket's byte cap at
+        # most (several frames with the same request_id when they weigh more), each once the
+        # queue has room, as replay pages are.
+        half = self.limits.max_queued_bytes // 2
+        part: list[dict[str, Any]] = []
+        weight = 0
+        for i, doc in enumerate(documents):
+            size = len(found[doc["doc_key"]].payload or "") + 300 if doc["op"] == "upsert" else 200
+            part.append(doc)
+            weight += size
+            if i == len(documents) - 1 or weight >= half:
+                await self._room()
+                self._enqueue(
+                    protocol.frame(
+                        "documents", topic=req.topic, sub=req.sub, request_id=req.request_id, documents=part
+                    ),
+                    paced=True,
+                )
+                part, weight = [], 0
 
     def _subscribe_query(self, msg: dict[str, Any]) -> None:
         assert self.principal is not None
