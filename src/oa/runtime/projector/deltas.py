@@ -7,12 +7,14 @@ every replay then sends the stored text: no diffing per node, per client or per 
 and no previous document kept in the sync server's memory. A rebuild or a catch-up build
 writes no patches (its switch batch goes whole).
 
-Format: JSON Patch (RFC 6902, `jsonpatch`), chosen over JSON Merge Patch (RFC 7396) by
-`oa bench deltas`: a merge patch cannot express "append to an array", so for a run
-timeline growing by one event it is the whole `events` array (no saving), while JSON
-Patch is one `add` (or, once the 50-event window slides, one `remove` + one `add`; the
-library pairs the shift). Measured figures are in the bench's table and the branch's
-report; the JSON Patch of a timeline append was ~40x smaller than the whole document.
+Format: JSON Patch (RFC 6902), chosen over JSON Merge Patch (RFC 7396) by `oa bench
+deltas` (2026-12-03, 100-event agent run, 2-core machine at load average 8.7): a merge
+patch cannot express "append to an array", so for the documents that grow it is the whole
+array again. Mean bytes per update, whole / JSON Patch / Merge Patch: run timeline 5,187 /
+241 / 5,124 (21.6x vs 1.0x); streamed text with its window full 9,320 / 254 / 9,269 (36.7x
+vs 1.0x). Merge Patch is smaller only on the flat run summary (431 / 274 / 120 bytes),
+where either saves little; one format on the wire (both clients, one library each) wins. Over a real socket, bytes per delivered timeline update fell from 7,094 to 562
+(12.6x) for a 50-event timeline, 10.0x over the run's first 100 events.
 
 A patch is kept only when its bytes are fewer than the whole payload's, and only when a
 client holding the base is sure to be allowed to see it: same projection version and
@@ -41,10 +43,11 @@ def diff(before: Any, after: Any) -> list[dict[str, Any]]:
     some at its front (a window), scalars change. Those shapes are diffed here in O(size)
     with C-level equality; a list changed otherwise is replaced whole, and a changed
     nested object goes to `jsonpatch.make_patch` (small ones: a day map). Why not the
-    library for everything: its list diff pairs runs of differing items and took ~2.6 ms
-    per run-timeline change (5 ms for a sliding 50-event window) in `oa bench deltas`,
-    against ~10 us here, on the projector's path of every event. The ops are standard
-    either way and clients apply them with the library (checked by payload_hash).
+    library for everything: its list diff pairs runs of differing items and took 4.1 ms
+    per run-timeline change (3.7 ms per streamed-text token once the window is full) in
+    `oa bench deltas`, against 0.12 ms here, on the projector's path of every event. The
+    ops are standard either way and clients apply them with the library (checked by
+    payload_hash).
     """
     if not (isinstance(before, dict) and isinstance(after, dict)):
         return _library(before, after, "")
