@@ -390,3 +390,33 @@ async def test_a_heavy_fetch_answer_is_split_under_the_sockets_byte_cap(
         assert all(d["op"] == "upsert" for f in frames for d in f["documents"])
         assert all(len(json.dumps(f)) < cap for f in frames), "each frame fits the socket's cap"
         await ws.close()
+
+
+async def test_a_view_resuming_with_a_cursor_past_a_base_it_lacks_fetches_the_document(
+    khala: Khala, runtime_url: str, sign: Signer, reader: asyncpg.Pool
+) -> None:
+    """A client resumes a run's query from a cursor (it claims the scope's state there)
+    without holding the documents: the replayed and live rows are patches whose base it
+    lacks, so it fetches, and ends with exactly the store's documents."""
+    user, org, run = user_ids()
+    timeline, text = f"runtime/run_timeline:{run}", f"runtime/run_text:{run}"
+    async with httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}", org)) as h:
+        await projected(khala, h, run, "run.started", org_id=org)
+        await projected(khala, h, run, "text.delta", text="before ")
+        cursor = khala.hub.heads[RUNS]
+        await projected(khala, h, run, "text.delta", text="after")  # journaled past the cursor
+        async with KhalaClient(khala.url, token_provider(user, org), []) as kc:
+            view = kc.watch("run", RUNS, {"stream": run})
+            view.watermark = cursor  # as a client that kept its cursor but lost its copies
+            await asyncio.wait_for(view.live.wait(), 10)
+            for key in (timeline, text):
+                want = await stored(reader, key, user, org)
+                await kc.wait_until(
+                    lambda _c, k=key, w=want: (
+                        k in view.documents  # type: ignore[misc]
+                        and view.documents[k]["doc_version"] == w["doc_version"]
+                    )
+                )
+                assert view.documents[key]["payload"] == want["payload"]
+            assert view.missing_base >= 2 and view.fetched >= 2
+            assert "".join(view.documents[text]["payload"]["chunks"]) == "before after"
