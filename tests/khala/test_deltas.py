@@ -420,3 +420,33 @@ async def test_a_view_resuming_with_a_cursor_past_a_base_it_lacks_fetches_the_do
                 assert view.documents[key]["payload"] == want["payload"]
             assert view.missing_base >= 2 and view.fetched >= 2
             assert "".join(view.documents[text]["payload"]["chunks"]) == "before after"
+
+
+async def test_a_fetch_refused_by_the_rate_limit_is_asked_again(
+    database_url: str, runtime_url: str, sign: Signer
+) -> None:
+    """Three subscribes spend the socket's burst; the fetch after a hash mismatch is refused
+    (rate_limited) and the client asks again once the limit allows, ending with the store's
+    document."""
+    user, org, run = user_ids()
+    key = f"runtime/run_timeline:{run}"
+    limits = SessionLimits(messages_per_s=0.5, burst=3, reconnect_after_ms=2500)
+    async with (
+        running_khala(database_url, limits) as k,
+        httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}", org)) as h,
+        KhalaClient(k.url, token_provider(user, org), []) as kc,
+    ):
+        await projected(k, h, run, "run.started", org_id=org)
+        view = kc.watch("tl", RUNS, {"doc_key": key})
+        kc.watch("summary", RUNS, {"doc_key": f"runtime/run_summary:{run}"})
+        kc.watch("text", RUNS, {"doc_key": f"runtime/run_text:{run}"})
+        await asyncio.wait_for(view.live.wait(), 10)
+        view.documents[key]["payload"]["events"] = []  # corrupt the held copy
+        await projected(k, h, run, "text.delta", text="z")
+        await kc.wait_until(lambda c: any(e.get("code") == "rate_limited" for e in c.stats.errors))
+        pool = await asyncpg.create_pool(with_user(database_url, "oa_khala_reader"), min_size=1, max_size=1)
+        want = await stored(pool, key, user, org)
+        await pool.close()
+        await kc.wait_until(lambda _c: view.documents[key]["doc_version"] == want["doc_version"], timeout=15)
+        assert view.documents[key]["payload"] == want["payload"] and view.fetched == 1
+        assert kc.stats.fetches_sent == 2, "the refused fetch, then the one answered"

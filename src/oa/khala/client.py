@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from oa.khala import deltas
 from oa.khala.live_view import LiveView
+from oa.khala.topics import TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,8 @@ class KhalaClient:
         elif kind == "error":
             self.stats.errors.append(frame)
             if frame.get("code") == "rate_limited":  # a fetch may have been refused: ask again
-                self.fetching.clear()
-                for v in self.views.values():
-                    v.fetching.clear()
+                delay = int(frame.get("reconnect_after_ms") or 1000) / 1000
+                asyncio.get_running_loop().create_task(self._fetch_again(delay))
             if frame.get("fatal") or frame.get("code") == "stale_cursor":
                 raise KhalaError(frame)
 
@@ -343,6 +343,28 @@ class KhalaClient:
         if again and isinstance(topic, str):
             self._fetch(topic, again)
         asyncio.get_running_loop().create_task(self._notify())
+
+    async def _fetch_again(self, delay: float) -> None:
+        """Ask again, after `delay`, for every document still awaited (a refused `fetch`
+        leaves no trace but the rate_limited error)."""
+        await asyncio.sleep(delay)
+        by_topic: dict[str, list[str]] = {}
+        for key in self.fetching:
+            held = self.documents.get(key)
+            topic = (
+                held.topic
+                if held is not None
+                else next(
+                    (t for t in self.topics if any(key.startswith(p) for p in TOPICS[t].doc_prefixes)), None
+                )
+            )
+            if topic is not None:
+                by_topic.setdefault(topic, []).append(key)
+        for topic, keys in by_topic.items():
+            self._fetch(topic, keys)
+        for view in self.views.values():
+            if view.fetching:
+                self._fetch(view.topic, list(view.fetching), view.sub)
 
     def _fetch(self, topic: str, keys: list[str], sub: str = "") -> None:
         """Ask for whole documents (at most 100 keys a message)."""
