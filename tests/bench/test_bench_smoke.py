@@ -75,6 +75,16 @@ def test_replay(tmp_path: Path) -> None:
     assert r["events"] == 2000 and r["bytes"] > 0 and r["verify_s"] > 0
 
 
+def test_deltas(tmp_path: Path) -> None:
+    r = _smoke("deltas", tmp_path)
+    formats = {(row["document"], row["format"]) for row in r["formats"]}
+    assert ("timeline", "json_patch") in formats and ("timeline", "merge_patch") in formats
+    off, on = r["socket"]["no_deltas"], r["socket"]["deltas"]
+    assert not off["deltas"] and on["deltas"] and on["updates"]["timeline"] == off["updates"]["timeline"] > 0
+    assert sum(off["patched"].values()) == 0 and on["patched"]["timeline"] > 0
+    assert r["timeline_ratio_all"] > 1 and r["cores"]
+
+
 def test_driver(tmp_path: Path) -> None:
     r = _smoke("driver", tmp_path)
     assert r["rows"] and all(len(row) == len(r["columns"]) for row in r["rows"])

@@ -14,18 +14,16 @@ from tests.khala.stalled import StalledClient, server_sockets
 from tests.khala.sync_fixtures import mint, running_khala
 
 RUNS = "runtime.run_summaries"
-TEXT = "x" * 480  # each event grows the run's timeline document (up to ~25 KB a row)
+TEXT = "x" * 480  # 50 of them make a run's timeline document ~25 KB
 
 
 async def append_big_events(client: httpx.AsyncClient, run_id: str, appends: int) -> None:
-    """A full timeline (50 events), then `appends` more one by one: each is a new ~25 KB row."""
+    """`appends` runs of 50 events each: each run's timeline is a new ~25 KB row (and its
+    streamed text a new ~8 KB one). New runs, not more events on one run: a document a
+    client was already sent travels as a small patch since issue 11.2 (deltas)."""
     events = [{"event_type": "text.delta", "payload": {"text": TEXT}} for _ in range(50)]
-    r = await client.post(f"/internal/v1/runs/{run_id}/events/batch", json={"events": events})
-    assert r.status_code == 201, r.text
-    for _ in range(appends):
-        r = await client.post(
-            f"/internal/v1/runs/{run_id}/events", json={"event_type": "text.delta", "payload": {"text": TEXT}}
-        )
+    for i in range(appends):
+        r = await client.post(f"/internal/v1/runs/{run_id}-{i}/events/batch", json={"events": events})
         assert r.status_code == 201, r.text
 
 
@@ -62,6 +60,8 @@ async def test_sockets_that_never_read_are_closed_and_freed(
                     for key, x in live.items():
                         if x.queued_bytes > 0:
                             blocked_since.setdefault(key, now)
+                        elif key in blocked_since:  # that frame was taken: the socket still reads
+                            del blocked_since[key]
                     release.extend(now - t for key, t in list(blocked_since.items()) if key not in live)
                     for key in [k for k in blocked_since if k not in live]:
                         del blocked_since[key]

@@ -116,6 +116,16 @@ def bench_sync(
          phases=phases, no_deflate=no_deflate, profile=profile, quick=quick)  # fmt: skip
 
 
+@app.command("deltas", context_settings=PASS_ON)
+def bench_deltas(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events in the measured run.")] = 100,
+    quick: Quick = False,
+) -> None:
+    """JSON Patch vs Merge Patch on real documents; bytes per timeline update with and without deltas."""
+    _run("deltas.py", ctx, events=events, quick=quick)
+
+
 @app.command("driver", context_settings=PASS_ON)
 def bench_driver(
     ctx: typer.Context,

@@ -4,6 +4,10 @@ It hydrates each topic over HTTP, subscribes from that watermark, applies update
 (dropping any update whose `doc_version` is not newer than the one it holds), refreshes
 its token before expiry on the live socket, reconnects with backoff and resumes from its
 watermarks, and rehydrates by itself after `stale_cursor`.
+
+Updates may be patches against the version held (`oa.khala.deltas`): applied, checked by
+the resulting `payload_hash`, and on a missing base or a mismatch the client sends `fetch`
+and takes the whole document from the `documents` answer.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from oa.khala import deltas
 from oa.khala.live_view import LiveView
+from oa.khala.topics import TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,11 @@ class ClientStats:
     dropped_stale: int = 0
     hydrations: int = 0
     refreshes: int = 0
+    patches_applied: int = 0
+    missing_base: int = 0
+    hash_mismatches: int = 0
+    fetches_sent: int = 0  # `fetch` messages (topic-wide documents and live queries)
+    fetched: int = 0  # whole documents taken from `documents` answers (topic-wide)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -92,6 +103,8 @@ class KhalaClient:
         self.watermarks: dict[str, int] = {}
         self.heads: dict[str, int] = {}
         self.views: dict[str, LiveView] = {}  # live queries by their id
+        # topic-wide documents whose whole version was asked for -> newest version skipped since
+        self.fetching: dict[str, int] = {}
         self.stats = ClientStats()
         self.live = asyncio.Event()  # set while subscribed and caught up
         self._changed = asyncio.Condition()
@@ -179,6 +192,7 @@ class KhalaClient:
         async with connect(self.ws_url, max_size=2**24, ping_interval=None) as ws:
             self._ws = ws
             self.stats.connects += 1
+            self.fetching.clear()  # answers to the previous socket's fetches never come
             await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
             ready = await self._expect(ws, "ready")
             self._expires_at = float(ready.get("expires_at", 0))
@@ -232,8 +246,13 @@ class KhalaClient:
         view = self.views.get(frame["sub"]) if isinstance(frame.get("sub"), str) else None
         if view is not None and kind == "update_batch":
             self.stats.batches += 1
-            view.apply(frame)
+            self._fetch(view.topic, view.apply(frame), view.sub)
             asyncio.get_running_loop().create_task(self._notify())
+        elif view is not None and kind == "documents":
+            self._fetch(view.topic, view.apply_documents(frame), view.sub)
+            asyncio.get_running_loop().create_task(self._notify())
+        elif kind == "documents":
+            self._apply_documents(frame)
         elif view is not None and kind == "error" and not frame.get("fatal"):
             self.stats.errors.append(frame)
             view.errors.append(frame)
@@ -248,33 +267,23 @@ class KhalaClient:
             asyncio.get_running_loop().create_task(self._notify())
         elif kind == "error":
             self.stats.errors.append(frame)
+            if frame.get("code") == "rate_limited":  # a fetch may have been refused: ask again
+                delay = int(frame.get("reconnect_after_ms") or 1000) / 1000
+                asyncio.get_running_loop().create_task(self._fetch_again(delay))
             if frame.get("fatal") or frame.get("code") == "stale_cursor":
                 raise KhalaError(frame)
 
     def _apply(self, frame: dict[str, Any]) -> None:
         self.stats.batches += 1
+        need: dict[str, list[str]] = {}
         for u in frame.get("updates", []):
-            topic, key = u["topic"], u["doc_key"]
-            held = self.documents.get(key)
-            if held is not None and not is_newer(u, held):
-                self.stats.dropped_stale += 1
-            else:
-                payload = None if u.get("deleted") else u.get("payload")
-                if payload is None:
-                    self.documents.pop(key, None)
-                else:
-                    self.documents[key] = Document(
-                        topic,
-                        key,
-                        u["doc_version"],
-                        payload,
-                        u.get("payload_hash"),
-                        u.get("projection_version") or 0,
-                    )
-                self.stats.applied += 1
-                if self.on_change is not None:
-                    self.on_change(key, payload)
+            topic = u["topic"]
+            if self._apply_update(u) == "fetch" and u["doc_key"] not in self.fetching:
+                self.fetching[u["doc_key"]] = 0
+                need.setdefault(topic, []).append(u["doc_key"])
             self.watermarks[topic] = max(self.watermarks.get(topic, 0), u["watermark"])
+        for topic, keys in need.items():
+            self._fetch(topic, keys)
         heads = frame.get("head_watermarks", {})
         self.heads.update(heads)
         if frame.get("replay_complete"):
@@ -282,6 +291,86 @@ class KhalaClient:
                 self.watermarks[t] = max(self.watermarks.get(t, 0), h)
             self.live.set()
         asyncio.get_running_loop().create_task(self._notify())
+
+    def _apply_update(self, u: dict[str, Any]) -> str:
+        """ "applied", "stale" or "fetch" (a patch without its base or with a wrong hash)."""
+        topic, key = u["topic"], u["doc_key"]
+        held = self.documents.get(key)
+        if held is not None and not is_newer(u, held):
+            self.stats.dropped_stale += 1
+            return "stale"
+        payload = None if u.get("deleted") else u.get("payload")
+        if deltas.is_patch(u):
+            if key in self.fetching:  # the whole document is on its way
+                self.fetching[key] = max(self.fetching[key], u["doc_version"])
+                return "fetch"
+            if held is None or not deltas.holds_base(u, held.projection_version, held.doc_version):
+                self.stats.missing_base += 1
+                return "fetch"
+            payload = deltas.patched(held.payload, u)
+            if payload is None:
+                self.stats.hash_mismatches += 1
+                return "fetch"
+            self.stats.patches_applied += 1
+        if payload is None:
+            self.documents.pop(key, None)
+        else:
+            self.documents[key] = Document(
+                topic, key, u["doc_version"], payload, u.get("payload_hash"), u.get("projection_version") or 0
+            )
+        self.stats.applied += 1
+        if self.on_change is not None:
+            self.on_change(key, payload)
+        return "applied"
+
+    def _apply_documents(self, frame: dict[str, Any]) -> None:
+        """A `documents` answer for topic-wide documents: whole, never moving a cursor."""
+        again: list[str] = []
+        for u in frame.get("documents", []):
+            key = u["doc_key"]
+            skipped = self.fetching.pop(key, None)
+            if u.get("op") == "remove":
+                if skipped is not None and self.documents.pop(key, None) is not None and self.on_change:
+                    self.on_change(key, None)
+                continue
+            self.stats.fetched += 1
+            self._apply_update(u)
+            held = self.documents.get(key)
+            if skipped and (held is None or held.doc_version < skipped):
+                self.fetching[key] = 0
+                again.append(key)
+        topic = frame.get("topic")
+        if again and isinstance(topic, str):
+            self._fetch(topic, again)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _fetch_again(self, delay: float) -> None:
+        """Ask again, after `delay`, for every document still awaited (a refused `fetch`
+        leaves no trace but the rate_limited error)."""
+        await asyncio.sleep(delay)
+        by_topic: dict[str, list[str]] = {}
+        for key in self.fetching:
+            held = self.documents.get(key)
+            topic = (
+                held.topic
+                if held is not None
+                else next(
+                    (t for t in self.topics if any(key.startswith(p) for p in TOPICS[t].doc_prefixes)), None
+                )
+            )
+            if topic is not None:
+                by_topic.setdefault(topic, []).append(key)
+        for topic, keys in by_topic.items():
+            self._fetch(topic, keys)
+        for view in self.views.values():
+            if view.fetching:
+                self._fetch(view.topic, list(view.fetching), view.sub)
+
+    def _fetch(self, topic: str, keys: list[str], sub: str = "") -> None:
+        """Ask for whole documents (at most 100 keys a message)."""
+        for frame in deltas.fetch_frames(topic, keys, sub):
+            self.stats.fetches_sent += 1
+            asyncio.get_running_loop().create_task(self._send(frame))
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from oa.khala.store.reader import ROW_COLUMNS, JournalRow
+from oa.khala.store.reader import NO_DELTA, ROW_COLUMNS, JournalRow
 
 _J = ", ".join(f"j.{c.strip()}" for c in ROW_COLUMNS.split(","))
 _D = (
     "d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash, d.owner_user, d.org_id,"
-    " d.projection_version"
+    f" d.projection_version, {NO_DELTA}"
 )
 # A document's stream: the run or worker id, the key's second `:`-separated part.
 STREAM_SQL = "split_part({t}.doc_key, ':', 2)"
@@ -136,3 +136,24 @@ async def list_documents(
 
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def documents_by_key(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    topic: str,
+    doc_keys: list[str],
+    *,
+    user_id: str,
+    org_id: str | None,
+) -> list[JournalRow]:
+    """The current whole documents of `doc_keys` in `topic` that the user may see (a
+    client's `fetch` after a patch it could not apply); absent keys are simply missing."""
+    recs = await conn.fetch(
+        f"SELECT {_D} FROM khala.documents d JOIN khala.state s ON s.live_generation = d.generation"
+        f" WHERE d.topic = $1 AND d.doc_key = ANY($2::text[]) AND {_VISIBLE}",
+        topic,
+        doc_keys,
+        user_id,
+        org_id,
+    )
+    return [JournalRow(*r) for r in recs]

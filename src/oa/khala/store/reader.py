@@ -11,8 +11,10 @@ import orjson
 
 ROW_COLUMNS = (
     "topic, watermark, batch_id, doc_key, doc_version, payload, payload_hash, owner_user, org_id,"
-    " projection_version"
+    " projection_version, patch, base_version, base_watermark"
 )
+# Documents read as rows: they carry no delta.
+NO_DELTA = "NULL::text, NULL::bigint, NULL::bigint"
 _J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in ROW_COLUMNS.split(","))
 
 
@@ -28,12 +30,32 @@ class JournalRow:
     owner_user: str | None
     org_id: str | None
     projection_version: int = 1  # clients order updates by (projection_version, doc_version)
+    # A delta against the document's previous version (see migration 0009), if the projector
+    # stored one: sent instead of the payload to a client known to hold the base.
+    patch: str | None = None
+    base_version: int | None = None
+    base_watermark: int | None = None
 
     def visible_to(self, user_id: str, org_id: str | None) -> bool:
         """Per-document authorization: own documents, and documents of the user's org."""
         return self.owner_user == user_id or (org_id is not None and self.org_id == org_id)
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self, patched: bool = False) -> dict[str, Any]:
+        """The update as sent; `patched` (the caller knows the client holds the base): the
+        patch and base_version instead of the payload, when this row has a patch."""
+        if patched and self.patch is not None:
+            return {
+                "topic": self.topic,
+                "watermark": self.watermark,
+                "doc_key": self.doc_key,
+                "doc_version": self.doc_version,
+                "payload": None,
+                "patch": orjson.Fragment(self.patch),
+                "base_version": self.base_version,
+                "payload_hash": self.payload_hash,
+                "deleted": False,
+                "projection_version": self.projection_version,
+            }
         return {
             "topic": self.topic,
             "watermark": self.watermark,
@@ -107,7 +129,7 @@ async def snapshot(
     """
     recs = await conn.fetch(
         "SELECT h.head, d.topic, d.watermark, 0, d.doc_key, d.doc_version, d.payload, d.payload_hash,"
-        " d.owner_user, d.org_id, d.projection_version"
+        f" d.owner_user, d.org_id, d.projection_version, {NO_DELTA}"
         " FROM (SELECT coalesce(max(watermark), 0) AS head FROM khala.topic_heads WHERE topic = $1) h"
         " LEFT JOIN LATERAL (SELECT d.* FROM khala.documents d JOIN khala.state s"
         "   ON s.live_generation = d.generation"

@@ -28,6 +28,19 @@ class DocChange:
     payload_hash: str | None
     owner_user: str | None
     org_id: str | None
+    # A delta for clients holding the previous version (journaled only; see migration 0009):
+    # RFC 6902 operations as JSON text, the base's doc_version and the watermark that wrote it.
+    patch: str | None = None
+    base_version: int | None = None
+    base_watermark: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    payload: str
+    doc_version: int
+    projection_version: int
+    watermark: int  # the journal row that wrote it (0: written by a rebuild, unjournaled)
 
 
 @dataclass(frozen=True)
@@ -70,19 +83,20 @@ async def load_checkpoints(conn: asyncpg.Connection, generation: int) -> dict[st
     }
 
 
-async def load_documents(
-    conn: asyncpg.Connection, generation: int, keys: set[str]
-) -> dict[str, tuple[str, int]]:
-    """doc_key -> (payload JSON, doc_version) of those `keys` that exist in `generation`."""
+async def load_documents(conn: asyncpg.Connection, generation: int, keys: set[str]) -> dict[str, StoredDoc]:
+    """The stored state of those `keys` that exist in `generation`."""
     if not keys:
         return {}
     rows = await conn.fetch(
-        "SELECT doc_key, payload, doc_version FROM khala.documents"
+        "SELECT doc_key, payload, doc_version, projection_version, watermark FROM khala.documents"
         " WHERE generation = $1 AND doc_key = ANY($2::text[])",
         generation,
         list(keys),
     )
-    return {r["doc_key"]: (r["payload"], r["doc_version"]) for r in rows}
+    return {
+        r["doc_key"]: StoredDoc(r["payload"], r["doc_version"], r["projection_version"], r["watermark"])
+        for r in rows
+    }
 
 
 async def apply(
@@ -157,10 +171,12 @@ async def apply(
         if journal:
             await conn.execute(
                 "INSERT INTO khala.stream_journal (topic, watermark, batch_id, doc_key, doc_version,"
-                " payload, payload_hash, owner_user, org_id, projection_version)"
-                " SELECT u.topic, u.wm, $1, u.k, u.v, u.p, u.h, u.o, u.g, u.pv FROM unnest($2::text[],"
-                " $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],"
-                " $10::int[]) AS u(topic, wm, k, v, p, h, o, g, pv)",
+                " payload, payload_hash, owner_user, org_id, projection_version, patch, base_version,"
+                " base_watermark)"
+                " SELECT u.topic, u.wm, $1, u.k, u.v, u.p, u.h, u.o, u.g, u.pv, u.d, u.bv, u.bw"
+                " FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[],"
+                " $8::text[], $9::text[], $10::int[], $11::text[], $12::bigint[], $13::bigint[])"
+                " AS u(topic, wm, k, v, p, h, o, g, pv, d, bv, bw)",
                 batch_id,
                 [c.topic for c in changes],
                 marks,
@@ -171,6 +187,9 @@ async def apply(
                 [c.owner_user for c in changes],
                 [c.org_id for c in changes],
                 [c.projection_version for c in changes],
+                [c.patch for c in changes],
+                [c.base_version for c in changes],
+                [c.base_watermark for c in changes],
             )
             await conn.execute(
                 "SELECT pg_notify($1, $2)",

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -162,7 +162,7 @@ class Hub:
         for r in rows:
             if r.watermark > self.heads.get(r.topic, 0):
                 self.heads[r.topic] = r.watermark
-        cache: dict[tuple[object, ...], bytes | None] = {}
+        cache: dict[tuple[object, ...], Any] = {}
         batch = list(rows)
         for session in list(self.topic_sessions):
             session.offer(batch, self.heads, cache)

@@ -273,7 +273,7 @@ class LiveQuery:
             new = {r.doc_key: r for r in rows}
             before_keys = list(self.members)
             out = [
-                _remove(self.topic, k, m.version, loaded.head)
+                remove_update(self.topic, k, m.version, loaded.head)
                 for k, m in self.members.items()
                 if k not in new
             ]
@@ -293,10 +293,12 @@ class LiveQuery:
             index.members_changed(self, set(before_keys), set(self.members))
             index.loaded(self)
         else:
+            # Journal rows of a resume may go as patches (the client holds the scope's state
+            # at its cursor, and is sent every row after it in order); documents never do.
             out = [
-                _upsert(r)
+                _upsert(r, patched=True)
                 if r.payload is not None
-                else _remove(self.topic, r.doc_key, r.doc_version, r.watermark, True)
+                else remove_update(self.topic, r.doc_key, r.doc_version, r.watermark, True)
                 for r in rows
             ]
         self.after = max(self.after, loaded.head)
@@ -329,10 +331,13 @@ class LiveQuery:
         p = self.session.principal
         assert p is not None
         if self.scope.kind != "list":
+            # A document or stream query is sent every visible row of its scope in order,
+            # after loading the scope's documents at a head below them (or resuming at a
+            # cursor): the base of a row's patch is always what the client was last sent.
             out = [
-                _upsert(r)
+                _upsert(r, patched=True)
                 if r.payload is not None
-                else _remove(self.topic, r.doc_key, r.doc_version, r.watermark, True)
+                else remove_update(self.topic, r.doc_key, r.doc_version, r.watermark, True)
                 for r in fresh
                 if r.visible_to(p.user_id, p.org_id)
             ]
@@ -380,7 +385,7 @@ class LiveQuery:
             if m is None and k in before:
                 gone = latest.get(k)
                 out.append(
-                    _remove(
+                    remove_update(
                         self.topic,
                         k,
                         before[k],
@@ -389,7 +394,10 @@ class LiveQuery:
                     )
                 )
             elif m is not None and k in latest and before.get(k) != m.version:
-                out.append(_upsert(latest[k]))
+                # A patch only for a member the client holds at exactly the patch's base;
+                # a document entering the list goes whole.
+                row = latest[k]
+                out.append(_upsert(row, patched=k in before and before[k] == row.base_version))
         index.members_changed(self, set(before), set(self.members))
         if out:
             self.session.send_query_batch(self, out, True)
@@ -409,11 +417,13 @@ def _parse(r: JournalRow) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _upsert(r: JournalRow) -> dict[str, Any]:
-    return {**r.wire(), "op": "upsert"}
+def _upsert(r: JournalRow, patched: bool = False) -> dict[str, Any]:
+    return {**r.wire(patched), "op": "upsert"}
 
 
-def _remove(topic: str, doc_key: str, version: int, watermark: int, deleted: bool = False) -> dict[str, Any]:
+def remove_update(
+    topic: str, doc_key: str, version: int, watermark: int, deleted: bool = False
+) -> dict[str, Any]:
     return {
         "topic": topic, "watermark": watermark, "doc_key": doc_key, "doc_version": version,
         "payload": None, "payload_hash": None, "deleted": deleted, "op": "remove",

@@ -14,7 +14,9 @@ import orjson
 from oa.khala.topics import TOPICS
 
 MAX_MESSAGE_BYTES = 64 * 1024
-READ_TYPES = frozenset({"auth", "refresh_token", "subscribe", "unsubscribe", "heartbeat"})
+READ_TYPES = frozenset({"auth", "refresh_token", "subscribe", "unsubscribe", "heartbeat", "fetch"})
+MAX_FETCH_KEYS = 100  # documents one `fetch` may ask for
+MAX_KEY_CHARS = 512
 
 
 class ProtocolError(Exception):
@@ -98,6 +100,60 @@ def parse_subscribe(msg: dict[str, Any], scopes: frozenset[str]) -> Subscribe:
         cursors[topic] = wm
     rid = msg.get("request_id", "")
     return Subscribe(tuple(dict.fromkeys(topics)), cursors, rid if isinstance(rid, str) else "")
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """A client's request for whole documents (it could not apply a patch)."""
+
+    topic: str
+    doc_keys: tuple[str, ...]
+    sub: str = ""
+    request_id: str = ""
+
+
+_FETCH_FIELDS = frozenset({"type", "topic", "doc_keys", "sub", "request_id"})
+
+
+def parse_fetch(msg: dict[str, Any], scopes: frozenset[str]) -> Fetch:
+    """`{type: fetch, topic, doc_keys: [1..100 keys], sub?, request_id?}`; refusals name
+    what is allowed (bad_request) or the topic the token lacks (forbidden_topic)."""
+    sub = msg.get("sub", "")
+    rid = msg.get("request_id", "")
+    echo: dict[str, Any] = {}
+    if isinstance(sub, str) and sub:
+        echo["sub"] = sub
+    if isinstance(rid, str) and rid:
+        echo["request_id"] = rid
+
+    def bad(message: str) -> ProtocolError:
+        return ProtocolError("bad_request", message, **echo)
+
+    unknown = sorted(set(msg) - _FETCH_FIELDS)
+    if unknown:
+        raise bad(f"unknown fetch fields {unknown}; allowed: topic, doc_keys, sub, request_id")
+    if not isinstance(sub, str) or len(sub) > 128:
+        raise bad("fetch `sub` must be a string of at most 128 characters: the live query it is for")
+    if not isinstance(rid, str) or len(rid) > 128:
+        raise bad("fetch `request_id` must be a string of at most 128 characters")
+    topic = msg.get("topic")
+    if not isinstance(topic, str) or topic not in TOPICS:
+        raise bad(f"fetch needs `topic`: one of {', '.join(TOPICS)}")
+    if topic not in scopes:
+        raise ProtocolError(
+            "forbidden_topic", f"your token does not grant {topic}; ask control for it", topic=topic, **echo
+        )
+    keys = msg.get("doc_keys")
+    if (
+        not isinstance(keys, list)
+        or not 1 <= len(keys) <= MAX_FETCH_KEYS
+        or not all(isinstance(k, str) and 0 < len(k) <= MAX_KEY_CHARS for k in keys)
+    ):
+        raise bad(
+            f"fetch needs `doc_keys`: a list of 1 to {MAX_FETCH_KEYS} document keys,"
+            f" each a non-empty string of at most {MAX_KEY_CHARS} characters"
+        )
+    return Fetch(topic, tuple(dict.fromkeys(keys)), sub, rid)
 
 
 def error_frame(code: str, message: str, *, fatal: bool = False, **extra: Any) -> bytes:

@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 
+from oa.khala.store import live as live_store
 from oa.khala.store import reader
 from oa.khala.store.reader import JournalRow
 from oa.khala.sync import protocol
 from oa.khala.sync.hub import Hub
-from oa.khala.sync.live import LiveQuery, parse_live_subscribe
+from oa.khala.sync.live import LiveQuery, parse_live_subscribe, remove_update
 from oa.khala.sync.principal import SyncPrincipal, TokenRefused, Verify
 from oa.khala.sync.protocol import ProtocolError
 from oa.khala.topics import TOPICS
@@ -102,6 +103,10 @@ class Session:
         self._after: dict[str, int] = {}
         # topic -> a cursor still ahead of the hub's head when the topic went live.
         self._ahead: dict[str, int] = {}
+        # topic -> rows whose patch's base was written above this go as patches: -1 when
+        # the client resumed from a cursor (it holds every base), else the head it
+        # subscribed at ("live from now": it holds only what it is sent).
+        self._base_floor: dict[str, int] = {}
         self._replay_task: asyncio.Task[None] | None = None
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue)
         self.queued_bytes = 0
@@ -126,7 +131,7 @@ class Session:
     # -- outbound ---------------------------------------------------------------------
 
     def offer(
-        self, batch: list[JournalRow], heads: Mapping[str, int], cache: dict[tuple[object, ...], bytes | None]
+        self, batch: list[JournalRow], heads: Mapping[str, int], cache: dict[tuple[object, ...], Any]
     ) -> None:
         """Called by the hub with whole projector batches (one or more); never awaits."""
         p = self.principal
@@ -146,23 +151,46 @@ class Session:
             if len(fresh) != len(mine):
                 keep = [r for r in fresh if r.visible_to(p.user_id, p.org_id)]
                 if keep:
-                    self._enqueue(batch_frame(keep, True, {t: heads.get(t, 0) for t in sorted(live)}))
+                    heads_now = {t: heads.get(t, 0) for t in sorted(live)}
+                    self._enqueue(batch_frame(keep, True, heads_now, self._holds_base))
                 return
         key = self._fanout_key
         if key is None:
             key = self._fanout_key = (tuple(sorted(live)), p.user_id, p.org_id)
-        if key not in cache:
-            # Sessions that see the same rows share one encoded frame, whoever they are
-            # (e.g. every member of an org), so encoding is per distinct view, not per user.
+        # Sessions that see the same rows share one encoded frame, whoever they are (e.g.
+        # every member of an org), so encoding is per distinct view, not per user. Which
+        # rows go as patches is part of the view: nearly always "every row that has one"
+        # (the client was sent, or resumed holding, each base), checked in O(1) per session.
+        seen = cache.get(key)
+        if seen is None:
             visible = tuple(i for i, r in enumerate(mine) if r.visible_to(p.user_id, p.org_id))
-            view = ("view", key[0], visible)
-            if view not in cache:
-                live_heads = {t: heads.get(t, 0) for t in key[0]}
-                cache[view] = batch_frame([mine[i] for i in visible], True, live_heads) if visible else None
-            cache[key] = cache[view]
-        data = cache[key]
+            bases = [mine[i].base_watermark or 0 for i in visible if mine[i].patch is not None]
+            seen = cache[key] = (visible, min(bases, default=2**62))
+        visible, lowest_base = seen
+        if all(self._base_floor.get(t, 2**62) < lowest_base for t in key[0]):
+            patched: tuple[int, ...] | None = None  # every row with a patch
+        else:
+            patched = tuple(i for i in visible if self._holds_base(mine[i]))
+        view = ("view", key[0], visible, patched)
+        if view not in cache:
+            live_heads = {t: heads.get(t, 0) for t in key[0]}
+            rows = [mine[i] for i in visible]
+            chosen = None if patched is None else {id(mine[i]) for i in patched}
+            cache[view] = (
+                batch_frame(rows, True, live_heads, None if chosen is None else (lambda r: id(r) in chosen))
+                if visible
+                else None
+            )
+        data = cache[view]
         if data is not None:
             self._enqueue(data)
+
+    def _holds_base(self, r: JournalRow) -> bool:
+        """Whether this client holds the base of `r`'s patch: it resumed from a cursor (it
+        holds the topic's state there, and was sent everything since), or the base was
+        written after it subscribed (so it was sent: a patch's base is visible whenever
+        the row is, the projector makes sure)."""
+        return r.patch is not None and (r.base_watermark or 0) > self._base_floor.get(r.topic, 2**62)
 
     def _enqueue(self, data: bytes, paced: bool = False) -> None:
         """Queue a frame, or call the client a slow consumer: too many frames, too many bytes
@@ -409,12 +437,51 @@ class Session:
             for sub in msg.get("subs") or []:
                 if isinstance(sub, str):
                     self.drop_query(sub)
+        elif kind == "fetch":
+            assert self.principal is not None
+            await self._fetch(protocol.parse_fetch(msg, self.principal.scopes))
         elif kind == "subscribe" and "sub" in msg:
             assert self.principal is not None
             self._subscribe_query(msg)
         elif kind == "subscribe":
             assert self.principal is not None
             await self._subscribe(protocol.parse_subscribe(msg, self.principal.scopes))
+
+    async def _fetch(self, req: protocol.Fetch) -> None:
+        """The whole current documents a client asks for (it could not apply a patch):
+        `upsert` for each it may see, `remove` for any other key, so a foreign document
+        answers exactly as one that does not exist. Not part of the ordered stream."""
+        p = self.principal
+        assert p is not None
+        rows = await live_store.documents_by_key(
+            self.hub.pool, req.topic, list(req.doc_keys), user_id=p.user_id, org_id=p.org_id
+        )
+        found = {r.doc_key: r for r in rows if r.visible_to(p.user_id, p.org_id)}
+        documents = [
+            {**found[k].wire(), "op": "upsert"}
+            if k in found
+            else remove_update(req.topic, k, 0, 0, deleted=True)
+            for k in req.doc_keys
+        ]
+        # Up to 100 whole documents: sent in frames of about half this socket's byte cap at
+        # most (several frames with the same request_id when they weigh more), each once the
+        # queue has room, as replay pages are.
+        half = self.limits.max_queued_bytes // 2
+        part: list[dict[str, Any]] = []
+        weight = 0
+        for i, doc in enumerate(documents):
+            size = len(found[doc["doc_key"]].payload or "") + 300 if doc["op"] == "upsert" else 200
+            part.append(doc)
+            weight += size
+            if i == len(documents) - 1 or weight >= half:
+                await self._room()
+                self._enqueue(
+                    protocol.frame(
+                        "documents", topic=req.topic, sub=req.sub, request_id=req.request_id, documents=part
+                    ),
+                    paced=True,
+                )
+                part, weight = [], 0
 
     def _subscribe_query(self, msg: dict[str, Any]) -> None:
         assert self.principal is not None
@@ -449,6 +516,7 @@ class Session:
         for topic in sub.topics:
             head, floor = stored.get(topic, (0, 0))
             cursor = sub.resume_after.get(topic)
+            self._base_floor[topic] = -1 if cursor is not None else head
             if cursor is None:
                 cursor = head  # no cursor: live from now (hydrate over HTTP for the current state)
             budget = TOPICS[topic].replay_budget
@@ -532,7 +600,7 @@ class Session:
                 after[r.topic] = max(after[r.topic], r.watermark)
             visible = [r for r in rows if r.visible_to(p.user_id, p.org_id)]
             if visible:
-                self._enqueue(batch_frame(visible, False, target), paced=True)
+                self._enqueue(batch_frame(visible, False, target, self._holds_base), paced=True)
             if rows:
                 weight = sum(len(r.payload or "") + 200 for r in rows) / len(rows)
                 page = max(1, min(self.limits.replay_page, int(page_bytes / weight)))
@@ -553,6 +621,7 @@ class Session:
         self._replaying.discard(topic)
         self._after.pop(topic, None)
         self._ahead.pop(topic, None)
+        self._base_floor.pop(topic, None)
         self._fanout_key = None
 
     def tick(self, now: float, wall: float) -> None:
@@ -579,11 +648,17 @@ class Session:
         )
 
 
-def batch_frame(rows: list[JournalRow], replay_complete: bool, heads: Mapping[str, int]) -> bytes:
+def batch_frame(
+    rows: list[JournalRow],
+    replay_complete: bool,
+    heads: Mapping[str, int],
+    patched: Callable[[JournalRow], bool] | None = None,
+) -> bytes:
+    """`patched`: which rows go as patches (None: every row that has one)."""
     return orjson.dumps(
         {
             "type": "update_batch",
-            "updates": [r.wire() for r in rows],
+            "updates": [r.wire(patched(r) if patched is not None else True) for r in rows],
             "replay_complete": replay_complete,
             "head_watermarks": dict(heads),
         }

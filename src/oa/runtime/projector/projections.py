@@ -188,6 +188,58 @@ def _fold_timeline(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     return d
 
 
+# -- streamed text (a run's text.delta events as one growing document) ------------------
+
+TEXT_WINDOW_CHARS = 8192  # the kept text; older chunks are dropped (catalog.proto: RunText)
+
+
+def _text_ids(ev: Event) -> list[str]:
+    return [ev.stream_id] if ev.kind == "run" and ev.event_type in ("run.started", "text.delta") else []
+
+
+def _fold_text(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
+    """Append each token as a chunk (a one-operation patch on the wire), keeping only the
+    last TEXT_WINDOW_CHARS characters: chunks leave from the front (one more `remove`),
+    and a single chunk longer than the window keeps its tail."""
+    d: Doc = (
+        dict(doc)
+        if doc
+        else {
+            "run_id": ev.stream_id,
+            "owner": owner_of(ev.principal),
+            "org_id": None,
+            "chunks": [],
+            "chars": 0,
+            "dropped_chars": 0,
+            "last_seq": 0,
+        }
+    )
+    d["last_seq"] = ev.seq
+    if ev.event_type == "run.started":
+        d["org_id"] = d["org_id"] or _org(payload)
+        return d
+    text = payload.get("text")
+    if not isinstance(text, str) or not text:
+        return d
+    chunks: list[str] = [*d["chunks"], text]
+    d["chars"] += len(text)
+    dropped = d["dropped_chars"]
+    window = d["chars"] - dropped
+    first = 0
+    while window > TEXT_WINDOW_CHARS and first < len(chunks) - 1:
+        window -= len(chunks[first])
+        dropped += len(chunks[first])
+        first += 1
+    chunks = chunks[first:]
+    if window > TEXT_WINDOW_CHARS:  # one chunk longer than the window
+        cut = window - TEXT_WINDOW_CHARS
+        chunks = [chunks[0][cut:]]
+        dropped += cut
+    d["chunks"] = chunks
+    d["dropped_chars"] = dropped
+    return d
+
+
 # -- codex workers ------------------------------------------------------------------------
 
 
@@ -349,6 +401,7 @@ FOLDS: dict[str, tuple[Ids, Fold]] = {
     "notifications": (_notification_ids, _fold_notification),
     "run_timelines": (_run_ids, _fold_timeline),
     "run_daily_spend": (_spend_ids, _fold_daily_spend),
+    "run_text": (_text_ids, _fold_text),
 }
 
 

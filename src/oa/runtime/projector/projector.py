@@ -21,8 +21,9 @@ from prometheus_client import Counter, Gauge
 from oa.khala.store import maintenance, writer
 from oa.khala.topics import TOPIC_NAMES
 from oa.runtime.adapters.journal_sql import event_ages, journal_head, read_journal
+from oa.runtime.projector.deltas import with_patches
 from oa.runtime.projector.fold import fold_batch, keys_for
-from oa.runtime.projector.projections import PROJECTIONS, Doc, Projection
+from oa.runtime.projector.projections import PROJECTIONS, Projection
 
 log = logging.getLogger(__name__)
 LEADER_LOCK = 7_270_431_002
@@ -32,19 +33,17 @@ SECONDS_BEHIND = Gauge("oa_projector_seconds_behind", "Age of the oldest unproje
 EVENTS_PROJECTED = Counter("oa_projector_events_read_total", "Journal events read by projector batches")
 
 
-async def load_docs(conn: asyncpg.Connection, generation: int, keys: set[str]) -> dict[str, tuple[Doc, int]]:
-    stored = await writer.load_documents(conn, generation, keys)
-    return {k: (orjson.loads(payload), version) for k, (payload, version) in stored.items()}
-
-
 async def project_batch(
     conn: asyncpg.Connection,
     generation: int | None = None,
     projections: Sequence[Projection] = PROJECTIONS,
     batch_size: int = 1000,
     journal: bool = True,
+    deltas: bool = True,
 ) -> int:
-    """Fold and commit one batch; returns how many journal events it read (0 = caught up)."""
+    """Fold and commit one batch; returns how many journal events it read (0 = caught up).
+
+    `deltas=False` journals every change whole (the baseline `oa bench deltas` measures)."""
     async with conn.transaction():
         # The state row lock serializes batches with a rebuild's switch of generations.
         live = await writer.lock_live_generation(conn)
@@ -58,15 +57,18 @@ async def project_batch(
         events = await read_journal(conn, start, batch_size)
         if not events:
             return 0
-        current = await load_docs(conn, gen, keys_for(healthy, events))
+        stored = await writer.load_documents(conn, gen, keys_for(healthy, events))
+        current = {k: (orjson.loads(d.payload), d.doc_version) for k, d in stored.items()}
         result = fold_batch(healthy, events, positions, current)
+        journaled = journal and gen == live
+        changes = result.changes
+        if journaled and deltas:  # only the live generation's journal carries deltas (clients read it)
+            changes = with_patches(changes, stored, {k: doc for k, (doc, _) in current.items()})
         for f in result.failures:
             log.error("projection %s stopped at position %d: %s", f.projection, f.position, f.message)
             await writer.record_failure(conn, gen, f.projection, f.position, f.message)
         versions = {p.name: p.version for p in healthy}
-        await writer.apply(
-            conn, gen, result.changes, result.checkpoints, journal=journal and gen == live, versions=versions
-        )
+        await writer.apply(conn, gen, changes, result.checkpoints, journal=journaled, versions=versions)
         return len(events)
 
 
@@ -109,8 +111,10 @@ class Projector:
         prune_every_s: float = 60.0,
         build_batch_size: int = 500,
         projections: Sequence[Projection] = PROJECTIONS,
+        deltas: bool = True,
     ) -> None:
         self._projections = tuple(projections)
+        self._deltas = deltas
         # A build folds `build_batch_size` events between two rounds of live batches: the
         # most a live update waits for a catch-up (see bench/projection_catchup.py).
         self._build_batch = build_batch_size
@@ -164,7 +168,9 @@ class Projector:
             while True:
                 woke.clear()
                 live = builds.live_projections(building, self._projections)
-                while n := await project_batch(conn, projections=live, batch_size=self._batch):
+                while n := await project_batch(
+                    conn, projections=live, batch_size=self._batch, deltas=self._deltas
+                ):
                     self.last_batch_at = time.monotonic()
                     EVENTS_PROJECTED.inc(n)
                 pending = [b for b in building.values() if not b.failed]
