@@ -136,11 +136,16 @@ export class LiveView {
 
   /** Payloads in the list's order (doc_key order for a document or a stream). */
   results() {
+    return this.entries().map((d) => d.payload);
+  }
+
+  /** The held entries ({doc_key, doc_version, payload, ...}) in the same order. */
+  entries() {
     const docs = [...this.documents.values()];
-    if (!this.isList) return docs.sort((a, b) => compareCodePoints(a.doc_key, b.doc_key)).map((d) => d.payload);
+    if (!this.isList) return docs.sort((a, b) => compareCodePoints(a.doc_key, b.doc_key));
     const orderBy = this.scope.order_by || this.client.defaultOrder(this.topic);
     const asc = Boolean(this.scope.ascending);
-    return docs.sort((a, b) => compareRanked(a, b, orderBy, asc)).map((d) => d.payload);
+    return docs.sort((a, b) => compareRanked(a, b, orderBy, asc));
   }
 
   close() {
