@@ -200,8 +200,9 @@ function runPage(main, ctx) {
     if (s.startsWith(text.textContent)) text.append(s.slice(text.textContent.length));
     else text.textContent = s;
     const streaming = r && (r.status === "running" || r.status === "created");
-    textNote.textContent = `(${s.length} characters${streaming ? ", streaming" : ""})`;
-    text.dataset.chars = String(s.length);
+    const chars = Array.from(s).length; // characters, not UTF-16 units
+    textNote.textContent = `(${chars} characters${streaming ? ", streaming" : ""})`;
+    text.dataset.chars = String(chars);
   };
   const draw = () => {
     const r = view.get(RUN + id);
