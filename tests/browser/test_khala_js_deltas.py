@@ -80,7 +80,9 @@ def scripted_app(wire: Wire) -> FastAPI:
                 while True:
                     frame = orjson.loads(await sock.receive_text())
                     if frame.get("type") == "auth":
-                        await sock.send_text(orjson.dumps({"type": "ready", "user_id": "u1", "expires_at": 0}).decode())
+                        await sock.send_text(
+                            orjson.dumps({"type": "ready", "user_id": "u1", "expires_at": 0}).decode()
+                        )
                     await wire.inbox.put(frame)
 
         reader = asyncio.create_task(read())
@@ -114,7 +116,9 @@ def timeline(n: int, text: str = "") -> dict[str, Any]:
     return {
         "run_id": "r1",
         "owner": "u1",
-        "events": [{"seq": i, "type": "text.delta", "payload": {"text": f"{text}{i}"}} for i in range(1, n + 1)],
+        "events": [
+            {"seq": i, "type": "text.delta", "payload": {"text": f"{text}{i}"}} for i in range(1, n + 1)
+        ],
         "last_seq": n,
     }
 
@@ -126,7 +130,9 @@ def whole(version: int, doc: dict[str, Any], watermark: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def patched(version: int, base: int, old: dict[str, Any], new: dict[str, Any], watermark: int, *, hash_of: Any = None) -> dict[str, Any]:
+def patched(
+    version: int, base: int, old: dict[str, Any], new: dict[str, Any], watermark: int, *, hash_of: Any = None
+) -> dict[str, Any]:
     # RFC 6902 as the server writes it for a growing timeline: append the new events.
     ops: list[dict[str, Any]] = [
         {"op": "add", "path": "/events/-", "value": e} for e in new["events"][len(old["events"]) :]
@@ -186,11 +192,24 @@ async def until_version(page: Any, version: int, topic_wide: bool = False) -> di
 
 DOCS: list[Any] = [
     {"b": 1, "a": [1, [2, [3, {"z": None, "y": True}]]], "é": "café", "Z": False},
-    {"text": "naïve résumé — 日本語 テキスト 🚀 emoji", "quote": 'she said "hi"\\n', "ctl": "a\tb\nc\u0001\u001f\u007f"},
+    {
+        "text": "naïve résumé — 日本語 テキスト 🚀 emoji",
+        "quote": 'she said "hi"\\n',
+        "ctl": "a\tb\nc\u0001\u001f\u007f",
+    },
     {"\uffff": 1, "\U0001f600": 2, "\u00e9": 3, "z": 4, "": 5, "a\u0000b": 6},
-    {"nested": {"deep": [[[]], {}, [{"k": "v"}]]}, "neg": -42, "big": 2**53 - 1, "half": 0.5, "small": 1.25e-3},
+    {
+        "nested": {"deep": [[[]], {}, [{"k": "v"}]]},
+        "neg": -42,
+        "big": 2**53 - 1,
+        "half": 0.5,
+        "small": 1.25e-3,
+    },
     [{"events": [{"seq": i, "payload": {"text": "ü" * i}} for i in range(5)]}],
-    "a string", 12345, None, True,
+    "a string",
+    12345,
+    None,
+    True,
 ]
 
 

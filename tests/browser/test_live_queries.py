@@ -82,8 +82,8 @@ async def converge(
     while True:
         view = await page.evaluate(VIEW, sub)
         want = await on_store(pool, stack.user_id, topic, scope)
-        got = view["entries"] if view else None
-        if view and view["live"] and (keys is None or [k for k, _ in want] == keys):
+        got: list[list[Any]] | None = view["entries"] if view else None
+        if got is not None and view["live"] and (keys is None or [k for k, _ in want] == keys):
             got = got if "where" in scope or "limit" in scope else sorted(got)
             if got == want:
                 return want
@@ -116,7 +116,11 @@ async def test_views_equal_the_store_and_a_list_enters_and_leaves(
         await append(stack, sign, r, "run.started", {})
     doc = {"doc_key": RUN + r1}
     stream = {"stream": r2}
-    running = {"where": {"owner": stack.user_id, "status": "running"}, "order_by": "last_event_at", "limit": 2}
+    running = {
+        "where": {"owner": stack.user_id, "status": "running"},
+        "order_by": "last_event_at",
+        "limit": 2,
+    }
     for sub, scope in (("doc", doc), ("stream", stream), ("running", running)):
         await page.evaluate(WATCH, [sub, TOPIC, scope])
     await converge(page, pool, stack, "running", TOPIC, running, [RUN + r3, RUN + r2])
@@ -187,8 +191,14 @@ async def test_runs_page_shows_the_newest_50_of_the_user(
     for r in ours:
         await append(stack, sign, r, "run.started", {"model": "gpt-test"})
     theirs = f"theirs-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient(base_url=stack.runtime_url, headers=sign(f"user:other-{uuid.uuid4().hex[:6]}")) as h:
-        assert (await h.post(f"/internal/v1/runs/{theirs}/events", json={"event_type": "run.started", "payload": {}})).status_code == 201
+    async with httpx.AsyncClient(
+        base_url=stack.runtime_url, headers=sign(f"user:other-{uuid.uuid4().hex[:6]}")
+    ) as h:
+        assert (
+            await h.post(
+                f"/internal/v1/runs/{theirs}/events", json={"event_type": "run.started", "payload": {}}
+            )
+        ).status_code == 201
     page = await signed_in(context, stack)
     scope = {"where": {"owner": stack.user_id}, "order_by": "last_event_at", "limit": 50}
 
@@ -254,20 +264,24 @@ async def test_run_page_shows_streamed_text_growing(
     async with httpx.AsyncClient(base_url=stack.khala.url) as h:
         config = (await h.get("/dashboard/config.json")).json()
     if not any(p["doc_prefix"].startswith("runtime/run_text") for p in config["projections"].values()):
-        pytest.skip("this server has no streamed-text projection (runtime/run_text:) yet: the deltas branch adds it")
+        pytest.skip(
+            "this server has no streamed-text projection (runtime/run_text:) yet: the deltas branch adds it"
+        )
     run = new_run()
     await append(stack, sign, run, "run.started", {"model": "gpt-test"})
     page = await signed_in(context, stack, f"#/runs/{run}")
-    words = "The agent reads the repository, finds the failing test, and explains: ".split(" ")
+    words = ["The", "agent", "reads", "the", "repository,", "finds", "the", "failing", "test:"]
     words += ["naïve", "café", "日本語", "🚀", "done."]
     text = ""
     for i, w in enumerate(words):
-        delta = (w if i == 0 else " " + w)
+        delta = w if i == 0 else " " + w
         text += delta
         await append(stack, sign, run, "text.delta", {"text": delta})
         if i == 3:  # it grows while the run goes on
             await page.wait_for_function(
-                "(t) => (document.querySelector('#run-text') || {}).textContent === t", arg=text, timeout=10000
+                "(t) => (document.querySelector('#run-text') || {}).textContent === t",
+                arg=text,
+                timeout=10000,
             )
     await page.wait_for_function(
         "(t) => (document.querySelector('#run-text') || {}).textContent === t", arg=text, timeout=10000
@@ -290,7 +304,7 @@ async def test_failover_to_another_node_nothing_missed_or_twice(
         page = await signed_in(context, stack)
         await page.evaluate("window.__noReload = 1")
         assert await page.evaluate("window.oa.client.baseUrl") == a.url
-        scopes = {
+        scopes: dict[str, dict[str, Any]] = {
             "list": {"where": {"owner": stack.user_id}, "order_by": "last_event_at", "limit": 5},
             "stream": {"stream": runs[0]},
             "doc": {"doc_key": RUN + runs[1]},
@@ -308,7 +322,9 @@ async def test_failover_to_another_node_nothing_missed_or_twice(
         for r in runs[2:]:
             await append(stack, sign, r, "run.started", {})
         await page.wait_for_function(
-            "(b) => window.oa.client.baseUrl === b && window.oa.client.state === 'live'", arg=b.url, timeout=20000
+            "(b) => window.oa.client.baseUrl === b && window.oa.client.state === 'live'",
+            arg=b.url,
+            timeout=20000,
         )
         for r in runs[2:]:
             await page.locator(f"tr[data-run='{r}']").wait_for(timeout=10000)
