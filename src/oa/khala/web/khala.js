@@ -197,13 +197,31 @@ export class KhalaClient {
     this._refreshState();
   }
 
-  /** Keep a whole topic live (hydrated over HTTP, then its stream); returns an unfollow. */
+  /** Keep a whole topic live (hydrated over HTTP, then its stream, on the socket already
+   * open); returns an unfollow. */
   follow(topic) {
     if (!this.topics.includes(topic)) {
       this.topics.push(topic);
-      if (this._ws) this._ws.close(4002, "topics changed"); // resubscribe, hydrating it first
+      if (this._ws) this._subscribeTopic(topic, this._ws);
     }
     return () => this.unfollow(topic);
+  }
+
+  async _subscribeTopic(topic, ws) {
+    this._topicsLive = false;
+    this._refreshState();
+    if (this.hydrateFirst && !(topic in this.watermarks)) {
+      try {
+        await this._hydrate([topic]);
+      } catch (exc) {
+        console.warn(`khala could not hydrate ${topic}:`, exc && exc.message ? exc.message : exc);
+        if (this._ws === ws) ws.close(4002, "hydration failed"); // the next session tries again
+        return;
+      }
+    }
+    if (this._ws !== ws || !this.topics.includes(topic)) return; // the next session subscribes it
+    const resume = topic in this.watermarks ? { [topic]: this.watermarks[topic] } : {};
+    ws.send(JSON.stringify({ type: "subscribe", topics: [topic], resume_after: resume }));
   }
 
   unfollow(topic) {
@@ -377,20 +395,20 @@ export class KhalaClient {
   }
 
   _onReady(ws, frame) {
-    if (this.hydrateFirst && this.topics.some((t) => !(t in this.watermarks))) {
-      ws.close(4002, "topics changed"); // a topic followed while connecting: hydrate it first
-      return;
-    }
     this._ws = ws;
     this.userId = frame.user_id || null;
     this.expiresAt = Number(frame.expires_at || 0);
-    if (this.topics.length) {
+    // A topic followed while this socket was opening has no watermark yet: hydrate it first.
+    const late = this.hydrateFirst ? this.topics.filter((t) => !(t in this.watermarks)) : [];
+    const ready = this.topics.filter((t) => !late.includes(t));
+    if (ready.length) {
       const resume = {};
-      for (const t of this.topics) if (t in this.watermarks) resume[t] = this.watermarks[t];
-      ws.send(JSON.stringify({ type: "subscribe", topics: this.topics, resume_after: resume }));
+      for (const t of ready) if (t in this.watermarks) resume[t] = this.watermarks[t];
+      ws.send(JSON.stringify({ type: "subscribe", topics: ready, resume_after: resume }));
     } else {
-      this._topicsLive = true;
+      this._topicsLive = !late.length;
     }
+    for (const t of late) this._subscribeTopic(t, ws);
     for (const view of this.views.values()) ws.send(JSON.stringify(view.subscribeFrame()));
     // Fetches the last socket did not answer: the cursors moved past those updates.
     const again = new Map();
@@ -455,9 +473,10 @@ export class KhalaClient {
       this.stats.refreshes += 1;
       this._setState(this.state, { force: true, refreshed: true });
     } else if (kind === "error" && frame.sub && !frame.fatal) {
-      this.stats.errors.push(frame);
+      this._noteError(frame);
       if (!view) return;
       view.errors.push(frame);
+      if (view.errors.length > 20) view.errors.shift();
       if (frame.code === "stale_cursor") {
         // Its resume was too old: take the query's current documents instead.
         view.watermark = null;
@@ -466,7 +485,7 @@ export class KhalaClient {
         console.warn(`khala refused live query ${frame.sub}:`, frame.code, frame.message);
       }
     } else if (kind === "error") {
-      this.stats.errors.push(frame);
+      this._noteError(frame);
       if (frame.fatal || frame.code === "stale_cursor") throw new KhalaError(frame);
     }
   }
@@ -591,6 +610,11 @@ export class KhalaClient {
       }
     }
     this._notifyBatch(frame);
+  }
+
+  _noteError(frame) {
+    this.stats.errors.push(frame);
+    if (this.stats.errors.length > 100) this.stats.errors.splice(0, this.stats.errors.length - 100);
   }
 
   _notifyBatch(frame) {
