@@ -55,6 +55,7 @@ class KhalaChild(ChildProcess):
     control_url: str
     home: Path
     port: int
+    sync_urls: tuple[str, ...] = ()  # every node the dashboard may use (its config's sync_urls)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -64,6 +65,7 @@ class KhalaChild(ChildProcess):
             "OA_SYNC_TOKEN_ISSUER": ISSUER,
             "OA_HOME": str(self.home),
             "KHALA_SELF_HOSTED_ADMIN_KEY": ADMIN_KEY,
+            "OA_KHALA_URLS": ",".join(self.sync_urls),
         }
         self.spawn(["khala", "serve", "--port", str(self.port)], env, self.home / "khala.log", timeout)
 
@@ -75,6 +77,8 @@ class Stack:
     runtime_url: str
     email: str
     user_id: str
+    database_url: str
+    spare_port: int  # a second node's port, in the dashboard's sync_urls (down unless a test starts it)
 
 
 async def _serve_on(app: Any, port: int) -> tuple[EmbeddedServer, asyncio.Task[None]]:
@@ -91,7 +95,7 @@ async def _serve_on(app: Any, port: int) -> tuple[EmbeddedServer, asyncio.Task[N
 async def stack(
     database_url: str, db: Database, runtime_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    cport, kport = free_port(), free_port()
+    cport, kport, spare = free_port(), free_port(), free_port()
     control_url = f"http://127.0.0.1:{cport}"
     khala_url = f"http://127.0.0.1:{kport}"
     settings = ControlSettings(
@@ -109,10 +113,10 @@ async def stack(
     projector = services.projector(database_url, idle_poll_s=0.2)
     projector.start()
     home = tmp_path_factory.mktemp("khala-home")
-    khala = KhalaChild(database_url, control_url, home, kport)
+    khala = KhalaChild(database_url, control_url, home, kport, (khala_url, f"http://127.0.0.1:{spare}"))
     await asyncio.to_thread(khala.start)
     try:
-        yield Stack(khala, control_url, runtime_url, email, user_id)
+        yield Stack(khala, control_url, runtime_url, email, user_id, database_url, spare)
     finally:
         khala.stop()
         await projector.stop()

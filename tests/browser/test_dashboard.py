@@ -10,9 +10,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from oa.khala.store.live import list_documents
 from tests.browser.conftest import ADMIN_KEY, PASSWORD, Stack
 from tests.conftest import Signer
 
@@ -110,13 +112,17 @@ async def test_other_pages(context: Any, stack: Stack, sign: Signer, artifacts: 
     assert '"failed"' in await page.locator("#doc-current").inner_text()
     await page.screenshot(path=str(artifacts / "document.png"), full_page=True)
 
+    # A topic's page follows the whole topic (the other pages hold live queries only): the
+    # health page below counts that subscription.
+    follower = await signed_in(context, stack, "#/topics/runtime.run_summaries")
+    await follower.wait_for_selector(f"#docs-body tr[data-doc='{key}']", timeout=10000)
     # Status and lag are for operators: the page sends the admin key the Operators page keeps.
     await page.evaluate(f"sessionStorage.setItem('oa.dashboard.admin_key', {ADMIN_KEY!r})")
     await page.goto(f"{stack.khala.url}/dashboard/#/health")
     await page.wait_for_selector("#projections-body tr[data-projection='run_summaries']")
     await page.wait_for_selector("#lag-chart path", state="attached", timeout=10000)
     subs = await page.locator("#subs-body tr[data-topic='runtime.run_summaries'] td").nth(2).inner_text()
-    assert int(subs) >= 1  # this page's own subscription
+    assert int(subs) >= 1  # the topic page's whole-topic subscription
     await page.screenshot(path=str(artifacts / "health.png"), full_page=True)
     await page.evaluate("sessionStorage.removeItem('oa.dashboard.admin_key')")
 
@@ -192,8 +198,27 @@ async def test_kill_and_restart_khala_nothing_missing(
         await page.locator(f"tr[data-run='{r}'] .status-running").wait_for(timeout=10000)
     assert await page.evaluate("window.__noReload") == 1
     s = await stats(page)
-    assert s["connects"] >= 2 and s["hydrations"] == 1  # resumed from watermarks, not rehydrated
-    await assert_cache_matches_snapshot(page, stack)
+    assert s["connects"] >= 2 and s["hydrations"] == 0  # a live query resumed; nothing hydrated
+    await assert_runs_page_matches_store(page, stack)
+
+
+async def assert_runs_page_matches_store(page: Any, stack: Stack) -> None:
+    """The runs page shows exactly the store's newest 50 runs of the user, same versions."""
+    pool = await asyncpg.connect(stack.database_url)
+    try:
+        loaded = await list_documents(
+            pool, "runtime.run_summaries", doc_prefix="runtime/run_summary:", where={"owner": stack.user_id},
+            order_by="last_event_at", ascending=False, limit=50, user_id=stack.user_id, org_id=None,
+        )  # fmt: skip
+    finally:
+        await pool.close()
+    want = [[r.doc_key, r.doc_version] for r in loaded.rows]
+    await page.wait_for_function(
+        "(want) => { const v = [...window.oa.client.views.values()].find((v) => v.sub.startsWith('runs#'));"
+        " return v && JSON.stringify(v.entries().map((d) => [d.doc_key, d.doc_version])) === JSON.stringify(want); }",
+        arg=want,
+        timeout=10000,
+    )
 
 
 async def assert_cache_matches_snapshot(page: Any, stack: Stack) -> None:
@@ -218,7 +243,13 @@ async def assert_cache_matches_snapshot(page: Any, stack: Stack) -> None:
 
 
 async def test_stale_cursor_rehydrates_without_reload(context: Any, stack: Stack, sign: Signer) -> None:
-    page = await signed_in(context, stack)
+    """A whole-topic subscription (the spend page follows its topic) told stale_cursor
+    rehydrates over HTTP and resumes, without a reload. (A live query's stale cursor is in
+    test_live_queries.)"""
+    page = await signed_in(context, stack, "#/spend")
+    await page.wait_for_function(
+        "window.oa.client.stats.hydrations >= 1 && window.oa.client.state === 'live'", timeout=10000
+    )
     before = await stats(page)
     # A cursor past the head is what a rebuilt history looks like: the server says stale_cursor.
     await page.evaluate(
@@ -228,7 +259,9 @@ async def test_stale_cursor_rehydrates_without_reload(context: Any, stack: Stack
     await page.wait_for_selector("#conn[data-state=live]", timeout=10000)
     run = new_run()
     await append(stack, sign, run, "run.started", {})
-    await page.locator(f"tr[data-run='{run}']").wait_for(timeout=5000)
+    await page.wait_for_function(
+        "(k) => window.oa.client.get(k) !== null", arg=f"runtime/run_summary:{run}", timeout=5000
+    )
     codes = await page.evaluate("window.oa.client.stats.errors.map(e => e.code)")
     assert "stale_cursor" in codes
     await assert_cache_matches_snapshot(page, stack)

@@ -19,7 +19,7 @@ def khala_app(settings: KhalaSettings, node: Node | None = None) -> FastAPI:
     """The sync server, connected as the SELECT-only role; `node` names this process (its
     Postgres application_name, its metrics), None for an unnamed one (tests)."""
     setup = verifier_for(settings)
-    return create_sync_app(
+    app = create_sync_app(
         with_user(settings.database_url, READER),
         verify_with(setup.verifier),
         settings.limits,
@@ -29,6 +29,8 @@ def khala_app(settings: KhalaSettings, node: Node | None = None) -> FastAPI:
         node=node,
         control_url=settings.control_url,
     )
+    app.state.dashboard["sync_urls"] = list(settings.sync_urls)  # the dashboard fails over between them
+    return app
 
 
 def khala_server(settings: KhalaSettings, node: Node | None = None) -> EmbeddedServer:

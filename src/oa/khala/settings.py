@@ -28,6 +28,19 @@ def default_node_id() -> str:
     return f"{host}-{os.getpid()}"
 
 
+def sync_urls_from(value: str) -> tuple[str, ...]:
+    """OA_KHALA_URLS: the Khala nodes over one database, comma-separated base URLs. The
+    dashboard's client rotates through them when its node dies (its config's `sync_urls`)."""
+    urls = tuple(u.strip().rstrip("/") for u in value.split(",") if u.strip())
+    bad = [u for u in urls if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", u)]
+    if bad:
+        raise ValueError(
+            f"OA_KHALA_URLS={value!r}: {bad[0]!r} is not an http(s) base URL; "
+            "list every node as http://host:port, comma-separated"
+        )
+    return urls
+
+
 @dataclass(frozen=True)
 class KhalaSettings:
     """What one Khala node (one or several processes on one port) is built from.
@@ -43,6 +56,8 @@ class KhalaSettings:
       (default `<host>-<pid>`, decided in the process itself). With `workers` > 1 each
       process gets `<node_id>.<n>` and also listens on a port of its own (`node_port`, 0 =
       any free one) so its metrics and status can be reached one process at a time.
+    * `sync_urls`: every node of the fleet, for the dashboard's client to fail over between
+      (served in its config.json); empty: the page's own origin only.
     """
 
     database_url: str
@@ -60,6 +75,7 @@ class KhalaSettings:
     node_id: str | None = None
     node_port: int = 0
     read_url: str | None = None
+    sync_urls: tuple[str, ...] = ()  # every node the dashboard may connect to (OA_KHALA_URLS)
 
     def __post_init__(self) -> None:
         if self.deployment_class not in DEPLOYMENT_CLASSES:
@@ -111,6 +127,7 @@ class KhalaSettings:
             "limits": SessionLimits.from_env(env),
             "node_id": env.get("OA_KHALA_NODE_ID") or None,
             "read_url": env.get("OA_KHALA_READ_URL") or None,
+            "sync_urls": sync_urls_from(env.get("OA_KHALA_URLS", "")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

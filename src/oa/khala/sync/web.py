@@ -37,12 +37,18 @@ def _json(body: Any) -> Response:
 
 
 def dashboard_config(app: FastAPI) -> dict[str, Any]:
-    """Control's URL (where the page signs in) and the token timings the page uses.
+    """Control's URL (where the page signs in), the Khala nodes the page may connect to and
+    the token timings the page uses.
 
-    `app.state.dashboard` (a dict: `create_sync_app` puts its `control_url` there) overrides."""
+    `sync_urls` lists the Khala nodes over one database (KhalaSettings.sync_urls,
+    OA_KHALA_URLS): the page rotates through them when its node dies. Empty: only the
+    page's own origin.
+    `app.state.dashboard` (a dict: `create_sync_app` puts its `control_url` there, the
+    composition root its `sync_urls`) overrides."""
     overrides: dict[str, Any] = getattr(app.state, "dashboard", None) or {}
     return {
         "control_url": None,
+        "sync_urls": [],
         "token_ttl_s": 300,
         "refresh_before_s": 30,
         **topics_config(),  # topics, live topics and document prefixes, from the proto catalog
@@ -93,6 +99,14 @@ def install_web(app: FastAPI, verify: Verify, operator: Sequence[Any]) -> None:
     @app.get("/client/khala.js", include_in_schema=False)
     async def client_js() -> FileResponse:
         return FileResponse(WEB_DIR / "khala.js", media_type="text/javascript", headers=NO_CACHE)
+
+    @app.get("/client/live.js", include_in_schema=False)
+    async def client_live_js() -> FileResponse:  # live queries and deltas, imported by khala.js
+        return FileResponse(WEB_DIR / "live.js", media_type="text/javascript", headers=NO_CACHE)
+
+    # The client's vendored libraries (fast-json-patch, MIT: JSON Patch for deltas), imported
+    # by khala.js by relative path, so `/client/khala.js` works from any page or origin.
+    app.mount("/client/vendor", StaticFiles(directory=WEB_DIR / "vendor"), name="client-vendor")
 
     @app.get("/dashboard/config.json", include_in_schema=False)
     async def config() -> Response:

@@ -210,16 +210,21 @@ function showSignIn(reason = "") {
 function start() {
   const cfg = window.oa.config;
   const params = new URLSearchParams(location.search);
+  // Every Khala node the page may use (config.sync_urls); one URL, or none: this origin.
+  const urls = cfg.sync_urls && cfg.sync_urls.length ? cfg.sync_urls : [location.origin];
+  // Pages say what they show: live queries (a run, the newest runs and workers of this
+  // user), or a whole topic only where a page needs one (spend, a topic's documents).
   const client = new KhalaClient({
-    baseUrl: location.origin,
+    urls,
     tokenProvider: syncToken,
-    topics: cfg.live_topics,
+    topics: [],
+    catalog: cfg.topic_catalog,
     refreshBeforeS: Number(params.get("refresh_before_s") || cfg.refresh_before_s),
     onState: setConn,
     onChange: (key) => scheduleRender(key),
   });
   client.onBatch((frame) => {
-    if (frame.type === "hydrated") scheduleRender(null);
+    if (frame.type === "hydrated" || frame.replay_complete) scheduleRender(null);
   });
   window.oa.client = client;
   $("#sign-out").hidden = false;

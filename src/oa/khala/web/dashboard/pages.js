@@ -6,14 +6,20 @@
 import { lineChart } from "./chart.js";
 
 // Document prefixes come from the served config (derived from the proto catalog).
-let RUN, TIMELINE, WORKER, SPEND;
+let RUN, TIMELINE, WORKER, SPEND, TEXT;
 export function configure(config) {
   const prefix = (name) => config.projections[name].doc_prefix;
   RUN = prefix("run_summaries");
   TIMELINE = prefix("run_timelines");
   WORKER = prefix("codex_worker_summaries");
   SPEND = prefix("run_daily_spend");
+  // A run's streamed text (text.delta events folded into one growing document, sent by deltas).
+  const text = Object.values(config.projections).find((p) => p.doc_prefix.startsWith("runtime/run_text"));
+  TEXT = text ? text.doc_prefix : "runtime/run_text:";
 }
+const RUNS_TOPIC = "runtime.run_summaries";
+const WORKERS_TOPIC = "runtime.codex_worker_summaries";
+const LIST_LIMIT = 50; // the runs and workers pages show the newest 50 of the signed-in user
 const STALE_HEARTBEAT_S = 120;
 
 // -- tiny DOM helpers ----------------------------------------------------------------------
@@ -98,6 +104,12 @@ const docHref = (topic, key) => `#/doc/${encodeURIComponent(topic)}/${key.split(
 
 // -- runs ----------------------------------------------------------------------------------
 
+// The signed-in user as documents spell `owner` (the bare user id).
+const ownerOf = (ctx) => (ctx.session && ctx.session.user_id) || ctx.client.userId || "";
+// Each mount watches under a fresh id: frames of a query just replaced cannot land in the new one.
+let subSeq = 0;
+const subId = (name) => `${name}#${++subSeq}`;
+
 function runsPage(main, ctx) {
   const filter = h("input", { type: "search", placeholder: "filter by run id", "aria-label": "Filter runs by id" });
   const status = h("select", { "aria-label": "Filter runs by status" },
@@ -113,16 +125,25 @@ function runsPage(main, ctx) {
         h("th", { scope: "col" }, "Last event"), h("th", { scope: "col", class: "num hide-sm" }, "Events"),
         h("th", { scope: "col", class: "num" }, "Cost (sats)"), h("th", { scope: "col", class: "hide-sm" }, "Updated"))),
       body)));
+  // A live query: this user's newest runs (by the topic's declared order, newest first); the
+  // status filter is part of the query, so "failed" shows the newest 50 failed runs.
+  let view = null;
+  const watch = () => {
+    const where = { owner: ownerOf(ctx) };
+    if (status.value !== "all") where.status = status.value;
+    if (view) view.close();
+    view = ctx.client.watch(subId("runs"), RUNS_TOPIC, { where, order_by: ctx.client.defaultOrder(RUNS_TOPIC), limit: LIST_LIMIT });
+  };
   const draw = () => {
     const q = filter.value.trim();
-    const st = status.value;
-    const runs = ctx.client.list("runtime.run_summaries", RUN).map((d) => d.payload)
-      .filter((r) => (!q || r.run_id.includes(q)) && (st === "all" || r.status === st))
-      .sort((a, b) => (b.created_at || "").localeCompare(a.created_at || "") || b.run_id.localeCompare(a.run_id));
-    count.textContent = `${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    const all = view.results();
+    const runs = all.filter((r) => !q || r.run_id.includes(q));
+    const newest = all.length >= LIST_LIMIT ? ` (the newest ${LIST_LIMIT})` : "";
+    count.textContent = `${runs.length} run${runs.length === 1 ? "" : "s"}${newest}`;
     if (!runs.length) {
-      const all = ctx.client.list("runtime.run_summaries", RUN).length;
-      body.replaceChildren(h("tr", { id: "runs-empty" }, h("td", { colspan: 6, class: "empty" }, all
+      body.replaceChildren(h("tr", { id: "runs-empty" }, h("td", { colspan: 6, class: "empty" }, !view.live
+        ? "Loading…"
+        : all.length || status.value !== "all"
         ? "No run matches the filter."
         : [h("p", {}, `No runs for ${who(ctx)} yet: a run shows here when it is appended as this account.`),
            h("p", {}, "In a terminal: ", h("code", {}, `oa login --email ${email(ctx)}`), " then ",
@@ -130,7 +151,7 @@ function runsPage(main, ctx) {
              " someone else belong to them.")])));
       return;
     }
-    body.replaceChildren(...runs.slice(0, 500).map((r) =>
+    body.replaceChildren(...runs.map((r) =>
       h("tr", { "data-run": r.run_id, "data-status": r.status, "data-seq": r.last_seq },
         h("td", {}, link(runHref(r.run_id), r.run_id)),
         h("td", { class: `status status-${r.status}` }, r.status, r.budget_exhausted ? h("span", { class: "status-budget" }, " · budget") : null),
@@ -140,9 +161,13 @@ function runsPage(main, ctx) {
         h("td", { class: "hide-sm", title: r.last_event_at || "" }, ago(r.last_event_at)))));
   };
   filter.addEventListener("input", draw);
-  status.addEventListener("change", draw);
+  status.addEventListener("change", () => { watch(); draw(); });
+  watch();
   draw();
-  return { update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(RUN))) draw(); } };
+  return {
+    update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(RUN))) draw(); },
+    unmount: () => view.close(),
+  };
 }
 
 function runPage(main, ctx) {
@@ -150,26 +175,45 @@ function runPage(main, ctx) {
   const cards = h("div", { class: "cards", id: "run-cards" });
   const events = h("tbody", { id: "run-events" });
   const policy = h("tbody", { id: "run-policy" });
+  const text = h("pre", { id: "run-text", class: "run-text", "aria-live": "off" });
+  const textNote = h("span", { class: "muted", id: "run-text-note" });
+  const textSection = h("section", { id: "run-output", hidden: true },
+    h("h2", {}, "Output ", textNote), text);
   main.append(
     h("p", {}, link("#/runs", "← all runs")),
     h("h1", {}, "Run ", h("code", {}, id)),
     cards,
+    textSection,
     h("h2", {}, "Policy decisions and spend"),
     table([["Seq"], ["Decision"], ["Reason"], ["Tool"], ["Amount (sats)", "num"], ["Budget", "hide-sm"]], [policy]),
     h("h2", {}, "Event timeline ", h("span", { class: "muted" }, "(newest first)")),
     table([["Seq", "num"], ["Type"], ["When", "hide-sm"], ["Payload"]], [events], { id: "timeline" }));
+  // This run only: its stream (summary, timeline, streamed text), not the org's other runs.
+  const view = ctx.client.watch(subId(`run:${id}`), RUNS_TOPIC, { stream: id });
   const card = (label, value, attrs = {}) => h("div", { class: "card", ...attrs }, h("span", { class: "muted" }, label), h("b", {}, value));
+  const drawText = (r) => {
+    const t = view.get(TEXT + id);
+    if (!t) return;
+    const s = typeof t.text === "string" ? t.text : Array.isArray(t.chunks) ? t.chunks.join("") : "";
+    textSection.hidden = false;
+    // Append what grew (the usual case: tokens arriving) instead of rewriting the node.
+    if (s.startsWith(text.textContent)) text.append(s.slice(text.textContent.length));
+    else text.textContent = s;
+    const streaming = r && (r.status === "running" || r.status === "created");
+    const chars = Array.from(s).length; // characters, not UTF-16 units
+    textNote.textContent = `(${chars} characters${streaming ? ", streaming" : ""})`;
+    text.dataset.chars = String(chars);
+  };
   const draw = () => {
-    const s = ctx.client.get(RUN + id);
-    const t = ctx.client.get(TIMELINE + id);
-    if (!s) {
-      cards.replaceChildren(h("div", { class: "empty", id: "run-empty" },
+    const r = view.get(RUN + id);
+    const tl = view.get(TIMELINE + id);
+    if (!r) {
+      cards.replaceChildren(h("div", { class: "empty", id: "run-empty" }, !view.live ? "Loading…" : [
         h("p", {}, `No run `, h("code", {}, id), ` for ${who(ctx)} yet; this page updates when it appears.`),
         h("p", {}, "A run is yours when it is appended as your account: ", h("code", {}, `oa login --email ${email(ctx)}`),
           " then ", h("code", {}, `oa runs append ${id} run.started`), ". A run appended with ", h("code", {}, "--user"),
-          " someone else is theirs, and not shown here.")));
+          " someone else is theirs, and not shown here.")]));
     } else {
-      const r = s.payload;
       cards.replaceChildren(
         card("status", r.status, { class: `card status-${r.status}`, id: "run-status" }),
         card("events", r.event_count), card("last event", r.last_event_type || "—"),
@@ -179,8 +223,8 @@ function runPage(main, ctx) {
         card("model", r.model || "—"),
         card("budget", r.budget_exhausted ? "exhausted" : "ok"));
     }
-    if (t) {
-      const tl = t.payload;
+    drawText(r);
+    if (tl) {
       const rows = [...tl.events].reverse();
       events.replaceChildren(...rows.map((e) =>
         h("tr", { "data-seq": e.seq, "data-type": e.type },
@@ -196,7 +240,10 @@ function runPage(main, ctx) {
     }
   };
   draw();
-  return { update: (keys) => { if (!keys.size || keys.has(RUN + id) || keys.has(TIMELINE + id)) draw(); } };
+  return {
+    update: (keys) => { if (!keys.size || keys.has(RUN + id) || keys.has(TIMELINE + id) || keys.has(TEXT + id)) draw(); },
+    unmount: () => view.close(),
+  };
 }
 
 // -- workers -------------------------------------------------------------------------------
@@ -212,9 +259,11 @@ function workersPage(main, ctx) {
   main.append(h("h1", {}, "Workers"),
     h("p", { class: "muted" }, `Heartbeat: fresh within ${STALE_HEARTBEAT_S} s, else stale; missing if none yet.`),
     table([["Worker"], ["Status"], ["Heartbeat"], ["Last heartbeat", "hide-sm"], ["Last event", "hide-sm"], ["Errors", "num"]], [body], { id: "workers" }));
+  // A live query: this user's newest workers (by the topic's declared order, newest first).
+  const view = ctx.client.watch(subId("workers"), WORKERS_TOPIC,
+    { where: { owner: ownerOf(ctx) }, order_by: ctx.client.defaultOrder(WORKERS_TOPIC), limit: LIST_LIMIT });
   const draw = () => {
-    const ws = ctx.client.list("runtime.codex_worker_summaries", WORKER).map((d) => d.payload)
-      .sort((a, b) => a.worker_id.localeCompare(b.worker_id));
+    const ws = view.results();
     body.replaceChildren(...ws.map((w) => {
       const hb = heartbeat(w);
       return h("tr", { "data-worker": w.worker_id, "data-heartbeat": hb },
@@ -229,10 +278,26 @@ function workersPage(main, ctx) {
   };
   draw();
   const timer = setInterval(draw, 1000); // freshness ages even when nothing changes
-  return { update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(WORKER))) draw(); }, unmount: () => clearInterval(timer) };
+  return {
+    update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(WORKER))) draw(); },
+    unmount: () => { clearInterval(timer); view.close(); },
+  };
 }
 
 // -- topics and documents ------------------------------------------------------------------
+
+/** Documents this client holds of a topic: followed whole, or in its live queries. */
+function held(client, topic) {
+  const keys = new Set(client.list(topic).map((d) => d.doc_key));
+  for (const v of client.views.values()) if (v.topic === topic) for (const k of v.documents.keys()) keys.add(k);
+  return keys.size;
+}
+
+function syncedTo(client, topic) {
+  if (client.watermarks[topic] !== undefined) return client.watermarks[topic];
+  const marks = [...client.views.values()].filter((v) => v.topic === topic && v.watermark !== null).map((v) => v.watermark);
+  return marks.length ? `${Math.max(...marks)} (live queries)` : "not subscribed";
+}
 
 function topicsPage(main, ctx) {
   const body = h("tbody", { id: "topics-body" });
@@ -243,8 +308,8 @@ function topicsPage(main, ctx) {
       h("td", {}, link(`#/topics/${encodeURIComponent(t)}`, t)),
       h("td", { class: "num" }, status ? status.topics[t].head : "…"),
       h("td", { class: "num" }, status ? status.topics[t].subscribers : "…"),
-      h("td", { class: "num" }, ctx.client.list(t).length),
-      h("td", { class: "num hide-sm" }, ctx.client.watermarks[t] ?? "not subscribed"))));
+      h("td", { class: "num" }, held(ctx.client, t)),
+      h("td", { class: "num hide-sm" }, syncedTo(ctx.client, t)))));
   };
   const poll = async () => {
     try { status = await operatorGet("/sync/v1/status"); } catch { /* shown as … */ }
@@ -269,12 +334,13 @@ function topicPage(main, ctx) {
       `No documents in this topic for ${who(ctx)} yet: the projector writes one when the runtime records what it reflects `,
       "(for runs: ", h("code", {}, "oa runs append demo run.started"), ").")));
   };
-  const live = ctx.client.topics.includes(topic);
+  const live = ctx.config.live_topics.includes(topic);
   if (live) {
     note.textContent = "Live: updates as the projector commits.";
+    const unfollow = ctx.client.follow(topic); // the whole topic, while this page is shown
     const draw = () => render(ctx.client.list(topic));
     draw();
-    return { update: draw };
+    return { update: draw, unmount: unfollow };
   }
   note.textContent = "A snapshot (this topic is not kept live here).";
   khalaGet(ctx, `/sync/v1/topics/${encodeURIComponent(topic)}/snapshot?limit=1000`)
@@ -296,10 +362,13 @@ function docPage(main, ctx) {
       h("td", { class: "hide-sm", title: c.committed_at }, ago(c.committed_at)),
       h("td", {}, c.deleted ? h("em", {}, "deleted") : h("code", {}, short(c.payload, 160)))))))
     .catch((err) => hist.replaceChildren(h("tr", {}, h("td", { colspan: 4 }, `Could not load: ${err.message}`))));
+  const live = ctx.config.live_topics.includes(topic);
+  const view = live ? ctx.client.watch(subId("doc"), topic, { doc_key: key }) : null;
   const draw = () => {
-    const d = ctx.client.get(key);
-    if (d) current.textContent = JSON.stringify(d.payload, null, 2);
-    else if (!ctx.client.topics.includes(topic)) {
+    const d = view && view.get(key);
+    if (d) current.textContent = JSON.stringify(d, null, 2);
+    else if (view && !view.live) current.textContent = "…";
+    else if (!view) {
       khalaGet(ctx, `/sync/v1/topics/${encodeURIComponent(topic)}/snapshot?limit=10000`).then((snap) => {
         const found = snap.documents.find((u) => u.doc_key === key);
         current.textContent = found ? JSON.stringify(found.payload, null, 2) : "not found";
@@ -308,7 +377,10 @@ function docPage(main, ctx) {
   };
   draw();
   loadHistory();
-  return { update: (keys) => { if (keys.has(key)) { draw(); loadHistory(); } } };
+  return {
+    update: (keys) => { if (!keys.size || keys.has(key)) draw(); if (keys.has(key)) loadHistory(); },
+    unmount: () => view && view.close(),
+  };
 }
 
 // -- health --------------------------------------------------------------------------------
@@ -416,6 +488,8 @@ function spendPage(main, ctx) {
   const body = h("tbody", { id: "spend-body" });
   main.append(h("h1", {}, "Spend per org and day"),
     table([["Org"], ["Day"], ["Sats", "num"], ["Runs", "num"]], [body]));
+  // Spend documents are summed across every run here: the page follows the whole topic.
+  const unfollow = ctx.client.follow(RUNS_TOPIC);
   const draw = () => {
     const totals = new Map(); // "org\u0000day" -> {org, day, sats, runs}
     for (const d of ctx.client.list("runtime.run_summaries", SPEND)) {
@@ -435,7 +509,7 @@ function spendPage(main, ctx) {
       : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "no spend yet"))]));
   };
   draw();
-  return { update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(SPEND))) draw(); } };
+  return { update: (keys) => { if (!keys.size || [...keys].some((k) => k.startsWith(SPEND))) draw(); }, unmount: unfollow };
 }
 
 export const PAGES = {
