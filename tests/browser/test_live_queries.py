@@ -35,9 +35,15 @@ WATCH = """([sub, topic, scope]) => {
   const log = (window.__changes[sub] = []);
   v.onChange((c) => log.push([c.op, c.doc_key, c.doc_version]));
 }"""
-VIEW = """(sub) => {
+# Each entry with the hash of the payload the page holds, computed in the page: equal to the
+# store's payload_hash, the page holds the same document (deltas included), not just its version.
+VIEW = """async (sub) => {
+  const { payloadHash } = await import("/client/khala.js");
   const v = window.oa.client.views.get(sub);
-  return v ? { live: v.live, entries: v.entries().map((d) => [d.doc_key, d.doc_version]) } : null;
+  if (!v) return null;
+  const entries = [];
+  for (const d of v.entries()) entries.push([d.doc_key, d.doc_version, await payloadHash(d.payload)]);
+  return { live: v.live, entries };
 }"""
 
 
@@ -50,20 +56,23 @@ async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def on_store(pool: asyncpg.Pool, user_id: str, topic: str, scope: dict[str, Any]) -> list[list[Any]]:
-    """The same query evaluated on the store: [doc_key, doc_version] in the view's order."""
+    """The same query evaluated on the store: [doc_key, doc_version, payload_hash] in the
+    view's order."""
     t = TOPICS[topic]
     if "doc_key" in scope or "stream" in scope:
         loaded = await store.scope_documents(
             pool, topic, doc_key=scope.get("doc_key"), stream=scope.get("stream"),
             user_id=user_id, org_id=None, limit=t.replay_budget,
         )  # fmt: skip
-        return sorted([r.doc_key, r.doc_version] for r in loaded.rows if r.payload is not None)
+        return sorted(
+            [r.doc_key, r.doc_version, r.payload_hash] for r in loaded.rows if r.payload is not None
+        )
     loaded = await store.list_documents(
         pool, topic, doc_prefix=t.doc_prefix, where=scope.get("where", {}),
         order_by=scope.get("order_by") or t.orderable[0], ascending=bool(scope.get("ascending")),
         limit=scope.get("limit", 50), user_id=user_id, org_id=None,
     )  # fmt: skip
-    return [[r.doc_key, r.doc_version] for r in loaded.rows]
+    return [[r.doc_key, r.doc_version, r.payload_hash] for r in loaded.rows]
 
 
 async def converge(
@@ -83,7 +92,7 @@ async def converge(
         view = await page.evaluate(VIEW, sub)
         want = await on_store(pool, stack.user_id, topic, scope)
         got: list[list[Any]] | None = view["entries"] if view else None
-        if got is not None and view["live"] and (keys is None or [k for k, _ in want] == keys):
+        if got is not None and view["live"] and (keys is None or [w[0] for w in want] == keys):
             got = got if "where" in scope or "limit" in scope else sorted(got)
             if got == want:
                 return want
@@ -142,9 +151,9 @@ async def test_views_equal_the_store_and_a_list_enters_and_leaves(
     await converge(page, pool, stack, "running", TOPIC, running, [RUN + r2, RUN + r3])
     changes = await page.evaluate("window.__changes.running")
     assert ["remove", RUN + r1] in [c[:2] for c in changes[-3:]]
-    assert await converge(page, pool, stack, "doc", TOPIC, doc) == [[RUN + r1, 3]]
+    assert [w[:2] for w in await converge(page, pool, stack, "doc", TOPIC, doc)] == [[RUN + r1, 3]]
     streamed = await converge(page, pool, stack, "stream", TOPIC, stream)
-    assert [RUN + r2, 2] in streamed and [TIMELINE + r2, 2] in streamed
+    assert [RUN + r2, 2] in [w[:2] for w in streamed] and [TIMELINE + r2, 2] in [w[:2] for w in streamed]
     for sub in ("doc", "stream", "running"):
         assert applied_twice(await page.evaluate(f"window.__changes[{sub!r}]")) == []
     assert page.errors == []
@@ -205,7 +214,7 @@ async def test_runs_page_shows_the_newest_50_of_the_user(
     async def shown_equals_store(top: str) -> list[str]:
         deadline = time.monotonic() + 10
         while True:  # the projector commits the newest run first
-            want = [k.split(":", 1)[1] for k, _ in await on_store(pool, stack.user_id, TOPIC, scope)]
+            want = [w[0].split(":", 1)[1] for w in await on_store(pool, stack.user_id, TOPIC, scope)]
             if want[0] == top or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
@@ -287,6 +296,29 @@ async def test_run_page_shows_streamed_text_growing(
         "(t) => (document.querySelector('#run-text') || {}).textContent === t", arg=text, timeout=10000
     )
     await page.screenshot(path=str(artifacts / "run-streamed-text.png"), full_page=True)
+    before = await page.evaluate("({...window.oa.client.stats})")
+    assert before["patched"] >= 1  # tokens came as deltas, checked by hash
+
+    # Both fall-backs against the real server: the base it holds is not the patch's (a
+    # missing base), then what it holds is not what the server hashed (a mismatch). Each
+    # time the page fetches the whole document and still shows the right text.
+    key = f"runtime/run_text:{run}"
+    for forced, change in (
+        ("missing base", "d.doc_version -= 1"),
+        ("hash mismatch", "d.payload = {...d.payload, chunks: [...d.payload.chunks.slice(1)]}"),
+    ):
+        fetches = await page.evaluate("window.oa.client.stats.fetches")
+        await page.evaluate(
+            f"(k) => {{ const v = [...window.oa.client.views.values()][0]; const d = v.documents.get(k); {change}; }}",
+            key,
+        )
+        text += f" {forced}"
+        await append(stack, sign, run, "text.delta", {"text": f" {forced}"})
+        await page.wait_for_function(
+            "(t) => (document.querySelector('#run-text') || {}).textContent === t", arg=text, timeout=10000
+        )
+        after = await page.evaluate("({...window.oa.client.stats})")
+        assert after["fetches"] == fetches + 1 and after["fetched"] >= 1, forced
     assert page.errors == []
 
 

@@ -195,13 +195,15 @@ function runPage(main, ctx) {
     const t = view.get(TEXT + id);
     if (!t) return;
     const s = typeof t.text === "string" ? t.text : Array.isArray(t.chunks) ? t.chunks.join("") : "";
+    const dropped = Number(t.dropped_chars || 0); // the document keeps a window of the newest text
     textSection.hidden = false;
     // Append what grew (the usual case: tokens arriving) instead of rewriting the node.
     if (s.startsWith(text.textContent)) text.append(s.slice(text.textContent.length));
     else text.textContent = s;
     const streaming = r && (r.status === "running" || r.status === "created");
-    const chars = Array.from(s).length; // characters, not UTF-16 units
-    textNote.textContent = `(${chars} characters${streaming ? ", streaming" : ""})`;
+    const chars = Number.isInteger(t.chars) ? t.chars : Array.from(s).length; // characters, not UTF-16 units
+    const kept = dropped ? `; the first ${dropped} not kept here` : "";
+    textNote.textContent = `(${chars} characters${kept}${streaming ? ", streaming" : ""})`;
     text.dataset.chars = String(chars);
   };
   const draw = () => {
