@@ -243,7 +243,7 @@ async def test_patches_apply_by_hash_and_both_fallbacks_fetch_whole(
     sub = await wire.expect("subscribe")
     assert sub["sub"] == "q1" and sub["scope"] == {"stream": "r1"} and "resume_after" not in sub
 
-    d = {n: timeline(n, "tok") for n in range(1, 12)}
+    d = {n: timeline(n, "tok") for n in range(1, 13)}
     await wire.send(batch([whole(1, d[1], 10)], 10))
     assert (await until_version(page, 1))["doc"] == d[1]
 
@@ -307,6 +307,18 @@ async def test_patches_apply_by_hash_and_both_fallbacks_fetch_whole(
     assert refetch["doc_keys"] == [KEY] and refetch["sub"] == "q1" and wire.connects == 2
     await wire.send({"type": "documents", "topic": TOPIC, "sub": "q1", "documents": [whole(11, d[11], 21)]})
     assert (await until_version(page, 11))["doc"] == d[11]
+
+    # A fetch the server refused by its rate limit (which says so only by the error): asked
+    # again once reconnect_after_ms has passed.
+    await wire.send(batch([patched(12, 10, d[10], d[12], 22)], 22))  # base 10: it holds 11
+    await wire.expect("fetch")
+    await wire.send(
+        {"type": "error", "code": "rate_limited", "message": "slow down", "reconnect_after_ms": 200}
+    )
+    retry = await wire.expect("fetch", timeout=3)
+    assert retry["doc_keys"] == [KEY] and retry["sub"] == "q1"
+    await wire.send({"type": "documents", "topic": TOPIC, "sub": "q1", "documents": [whole(12, d[12], 22)]})
+    assert (await until_version(page, 12))["doc"] == d[12]
 
     changes = await page.evaluate("window.changes")
     versions = [c[2] for c in changes if c[0] == "upsert"]

@@ -411,15 +411,7 @@ export class KhalaClient {
     for (const t of late) this._subscribeTopic(t, ws);
     for (const view of this.views.values()) ws.send(JSON.stringify(view.subscribeFrame()));
     // Fetches the last socket did not answer: the cursors moved past those updates.
-    const again = new Map();
-    for (const p of this._pending.values()) {
-      if (p.cancelled) continue;
-      const k = `${p.topic}\u0000${p.sub}`;
-      if (!again.has(k)) again.set(k, new Set());
-      again.get(k).add(p.key);
-    }
-    this._fetchOut = again;
-    this._flushFetches();
+    this._askPendingAgain();
     this._setState("syncing", { url: this.baseUrl });
     this._refreshState();
   }
@@ -457,6 +449,11 @@ export class KhalaClient {
 
   async _onFrame(frame) {
     const kind = frame.type;
+    if (kind === "error" && frame.code === "rate_limited" && !frame.fatal && this._pending.size) {
+      // A refused fetch leaves no trace but this error: ask again once the limit allows.
+      const ws = this._ws;
+      setTimeout(() => this._ws === ws && this._askPendingAgain(), Number(frame.reconnect_after_ms || 1000));
+    }
     const view = typeof frame.sub === "string" && frame.sub ? this.views.get(frame.sub) : null;
     if (kind === "update_batch" && frame.sub) {
       if (!view) return; // a query unwatched meanwhile
@@ -562,6 +559,17 @@ export class KhalaClient {
 
   _dropPending(sub) {
     for (const [id, p] of [...this._pending]) if (p.sub === sub) this._pending.delete(id);
+  }
+
+  /** Ask again for every document still awaited (after a resume, or a refused fetch). */
+  _askPendingAgain() {
+    for (const p of this._pending.values()) {
+      if (p.cancelled) continue;
+      const k = `${p.topic}\u0000${p.sub}`;
+      if (!this._fetchOut.has(k)) this._fetchOut.set(k, new Set());
+      this._fetchOut.get(k).add(p.key);
+    }
+    this._flushFetches();
   }
 
   _flushFetches() {
