@@ -373,3 +373,46 @@ async def test_failover_to_another_node_nothing_missed_or_twice(
         b.stop()
         if a.proc is None or a.proc.poll() is not None:
             await asyncio.to_thread(a.start)
+
+
+async def test_workers_page_shows_the_users_workers_newest_first(
+    context: Any, stack: Stack, sign: Signer, pool: asyncpg.Pool, artifacts: Path
+) -> None:
+    """The workers page's live query: this user's workers only, newest event first."""
+    ours = [f"w-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    theirs = f"w-theirs-{uuid.uuid4().hex[:6]}"
+    for principal, wid in [(f"user:{stack.user_id}", w) for w in ours] + [(f"user:other-{theirs}", theirs)]:
+        async with httpx.AsyncClient(base_url=stack.runtime_url, headers=sign(principal)) as h:
+            r = await h.post("/internal/v1/codex/workers", json={"worker_id": wid, "adapter": "codex"})
+            assert r.status_code in (200, 201), r.text
+    page = await signed_in(context, stack, "#/workers")
+    scope = {"where": {"owner": stack.user_id}, "order_by": "last_event_at", "limit": 50}
+    topic = "runtime.codex_worker_summaries"
+
+    async def shown_equals_store(top: str) -> list[str]:
+        deadline = time.monotonic() + 10
+        while True:
+            want = [w[0].split(":", 1)[1] for w in await on_store(pool, stack.user_id, topic, scope)]
+            if (want and want[0] == top) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        await page.wait_for_function(
+            "(want) => JSON.stringify([...document.querySelectorAll('#workers-body tr[data-worker]')]"
+            ".map((tr) => tr.dataset.worker)) === JSON.stringify(want)",
+            arg=want,
+            timeout=10000,
+        )
+        return want
+
+    shown = await shown_equals_store(ours[-1])
+    assert set(ours) <= set(shown) and theirs not in shown
+    # A heartbeat moves the oldest of ours to the top.
+    async with httpx.AsyncClient(base_url=stack.runtime_url, headers=sign(f"user:{stack.user_id}")) as h:
+        r = await h.post(
+            f"/internal/v1/codex/workers/{ours[0]}/events",
+            json={"event_type": "worker.heartbeat", "payload": {}},
+        )
+        assert r.status_code in (200, 201), r.text
+    await shown_equals_store(ours[0])
+    await page.screenshot(path=str(artifacts / "workers-live-query.png"), full_page=False)
+    assert page.errors == []
