@@ -36,6 +36,11 @@ class JournalRow:
     base_version: int | None = None
     base_watermark: int | None = None
 
+    @property
+    def weight(self) -> int:
+        """Roughly what the row costs held in memory or sent: its JSON plus framing."""
+        return len(self.payload or "") + len(self.patch or "") + 200
+
     def visible_to(self, user_id: str, org_id: str | None) -> bool:
         """Per-document authorization: own documents, and documents of the user's org."""
         return self.owner_user == user_id or (org_id is not None and self.org_id == org_id)

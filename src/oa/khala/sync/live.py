@@ -178,6 +178,7 @@ class LiveQuery:
     after: int = 0  # the topic watermark this query has reached: nothing at or below is resent
     loading: bool = True
     held: list[JournalRow] = field(default_factory=list)  # live rows that arrived while loading
+    held_bytes: int = 0  # what `held` weighs: bounded by the socket's byte cap, like its queue
     members: dict[str, _Member] = field(default_factory=dict)  # a list's current view
     complete: bool = False  # the list holds every matching document (fewer than its limit)
     task: asyncio.Task[None] | None = None
@@ -206,7 +207,15 @@ class LiveQuery:
                 loaded = await self._read(first)
                 if loaded is None or self.closed:
                     return
-                if self._apply_loaded(loaded, first):
+                pages = self._take_loaded(loaded, first)
+                # Paced like a whole-topic replay: each page waits until the socket's queue
+                # (and the server's) is under half its byte cap; live rows meanwhile are held.
+                for page in pages:
+                    await self.session.room()
+                    if self.closed:
+                        return
+                    self.session.send_query_batch(self, page, not first, paced=True)
+                if self._go_live(first):
                     return
                 first = False
         except Exception:
@@ -264,8 +273,8 @@ class LiveQuery:
         self.after = cursor
         return loaded
 
-    def _apply_loaded(self, loaded: store.Loaded, first: bool) -> bool:
-        """Send what was read, then the rows held meanwhile; True when live (no await here)."""
+    def _take_loaded(self, loaded: store.Loaded, first: bool) -> list[list[dict[str, Any]]]:
+        """What was read, as pages of updates to send; the query's state moves to it."""
         p = self.session.principal
         assert p is not None
         rows = [r for r in loaded.rows if r.visible_to(p.user_id, p.org_id)]
@@ -302,13 +311,15 @@ class LiveQuery:
                 for r in rows
             ]
         self.after = max(self.after, loaded.head)
-        held, self.held = self.held, []
-        self.loading = False
-        page = max(1, self.session.limits.replay_page)
-        for i in range(0, len(out), page):
-            self.session.send_query_batch(self, out[i : i + page], not first, paced=True)
+        return _pages(out, self.session.limits.replay_page, self.session.limits.max_queued_bytes // 2)
+
+    def _go_live(self, first: bool) -> bool:
+        """Mark the load complete, then apply the rows held meanwhile; True when live.
+        No await between the last page and here, so no live row slips between them."""
         if first:  # a refresh is live already: it sends only its difference
             self.session.send_query_batch(self, [], True, paced=True)
+        held, self.held, self.held_bytes = self.held, [], 0
+        self.loading = False
         if held:
             self.offer(held)
         return not self.loading
@@ -321,7 +332,11 @@ class LiveQuery:
             return
         if self.loading:
             self.held.extend(rows)
-            if len(self.held) > TOPICS[self.topic].replay_budget:
+            self.held_bytes += sum(r.weight for r in rows)
+            if (
+                len(self.held) > TOPICS[self.topic].replay_budget
+                or self.held_bytes > self.session.limits.max_queued_bytes
+            ):
                 self.session.slow_consumer()
             return
         fresh = [r for r in rows if r.watermark > self.after]
@@ -410,6 +425,24 @@ class LiveQuery:
         self.closed = True
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+def _pages(updates: list[dict[str, Any]], rows: int, max_bytes: int) -> list[list[dict[str, Any]]]:
+    """Updates cut into frames of at most `rows` updates and about `max_bytes` (half the
+    socket's byte cap, as whole-topic replay pages are): one update always makes a page."""
+    pages: list[list[dict[str, Any]]] = []
+    page: list[dict[str, Any]] = []
+    size = 0
+    for u in updates:
+        weight = len(orjson.dumps(u))
+        if page and (len(page) >= rows or size + weight > max_bytes):
+            pages.append(page)
+            page, size = [], 0
+        page.append(u)
+        size += weight
+    if page:
+        pages.append(page)
+    return pages
 
 
 def _parse(r: JournalRow) -> dict[str, Any]:

@@ -295,7 +295,7 @@ class Session:
                 self._count(-len(data))
                 self._drained.set()
 
-    async def _room(self) -> None:
+    async def room(self) -> None:
         """Wait until this socket's queue is under half its byte cap, and the server's too."""
         half, server_half = self.limits.max_queued_bytes // 2, self.hub.max_queued_bytes // 2
         while self.queued_bytes > half or self.hub.queued_bytes > server_half:
@@ -474,7 +474,7 @@ class Session:
             part.append(doc)
             weight += size
             if i == len(documents) - 1 or weight >= half:
-                await self._room()
+                await self.room()
                 self._enqueue(
                     protocol.frame(
                         "documents", topic=req.topic, sub=req.sub, request_id=req.request_id, documents=part
@@ -586,7 +586,7 @@ class Session:
         page_bytes = self.limits.max_queued_bytes // 2
         page = min(self.limits.replay_page, 64)  # rows; then sized from what rows weigh
         while True:
-            await self._room()
+            await self.room()
             topics = [t for t in topics if t in self._replaying]  # not unsubscribed meanwhile
             target = {t: self.hub.heads.get(t, 0) for t in topics}
             behind = {t: after[t] for t in topics if after[t] < target[t]}
@@ -602,7 +602,7 @@ class Session:
             if visible:
                 self._enqueue(batch_frame(visible, False, target, self._holds_base), paced=True)
             if rows:
-                weight = sum(len(r.payload or "") + 200 for r in rows) / len(rows)
+                weight = sum(r.weight for r in rows) / len(rows)
                 page = max(1, min(self.limits.replay_page, int(page_bytes / weight)))
             else:  # nothing stored up to the hub's heads (history rebuilt): nothing to replay
                 after.update({t: target[t] for t in behind})
