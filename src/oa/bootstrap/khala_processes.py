@@ -207,6 +207,10 @@ async def serve_node(
         sockets.append(own)
         port = own.getsockname()[1]
     node = node_for(settings, index, f"http://{settings.host}:{port}")
+    try:
+        node.application_name  # noqa: B018 - checked before anything connects
+    except ValueError as exc:
+        raise SystemExit(f"oa khala serve: {exc}") from None
     server = khala_server(settings, node)
     server.sockets = sockets
     await serve_all([server], on_ready=lambda: on_ready(node), signals=signals)
