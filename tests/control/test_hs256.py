@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from oa.control.service.container import build_control_app
+from oa.bootstrap import services
 from oa.control.service.keyring import hs256_kid
 from oa.control.settings import ControlSettings
 from oa.exceptions import TokenRejected
@@ -22,7 +22,7 @@ SECRET = b"an-explicitly-configured-shared-secret-0123456789"
 
 @pytest.fixture
 async def hs_url(database_url: str, control_settings: ControlSettings) -> AsyncIterator[str]:
-    app = build_control_app(database_url, replace(control_settings, hs256_secret=SECRET))
+    app = services.control_app(database_url, replace(control_settings, hs256_secret=SECRET))
     async with serve_in_loop(app) as url:
         yield url
 

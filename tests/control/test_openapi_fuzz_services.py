@@ -22,11 +22,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from oa.khala.sync.app import create_sync_app
-from oa.khala.sync.tokens import verify_with
-from oa.store.database import with_user
+from oa.bootstrap import services
 from tests.control.conftest import SERVICE_TOKEN
-from tests.khala.sync_fixtures import mint, verifier
+from tests.khala.sync_fixtures import khala_settings, mint
 from tests.support.servers import serve_in_loop
 
 pytestmark = pytest.mark.slow
@@ -38,9 +36,7 @@ POSITIVE_ONLY_WHEN_SAFE = {("POST", "/admin/v1/requests"), ("DELETE", "/admin/v1
 
 @pytest.fixture(scope="module")
 async def khala_url(database_url: str) -> AsyncIterator[str]:
-    app = create_sync_app(
-        with_user(database_url, "oa_khala_reader"), verify_with(verifier()), admin_key=ADMIN_KEY
-    )
+    app = services.khala_app(khala_settings(database_url, admin_key=ADMIN_KEY))
     async with serve_in_loop(app) as url:
         yield url
 

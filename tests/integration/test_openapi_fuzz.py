@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from oa.runtime.service.container import build_runtime_app
+from oa.bootstrap import services
 from oa.runtime.settings import RuntimeSettings
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ CONFIG = schemathesis.Config.from_dict(
 def _cases() -> list[Any]:
     """(operation, mode) pairs from the document (read from the app; no server needed).
     An operation that takes no input at all has no negative data to send."""
-    doc = build_runtime_app("postgresql://collect-only/none", RuntimeSettings(b"x")).openapi()
+    doc = services.runtime_app("postgresql://collect-only/none", RuntimeSettings(b"x")).openapi()
     cases = []
     for path, ops in doc["paths"].items():
         for method, op in ops.items():

@@ -18,10 +18,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from oa.bootstrap import services
 from oa.cli.main import app as cli
 from oa.runtime.api.fastpath import AppendFastPath
 from oa.runtime.projector.projector import project_batch
-from oa.runtime.service.container import build_runtime_app
 from oa.runtime.settings import RuntimeSettings
 from oa.runtime.signing import verify_caller
 from oa.store.database import Database, with_user
@@ -36,7 +36,7 @@ ORG_A, ORG_B = "org_aaaa", "org_bbbb"
 async def runtime(
     request: pytest.FixtureRequest, database_url: str, runtime_settings: RuntimeSettings
 ) -> AsyncIterator[str]:
-    app = build_runtime_app(database_url, runtime_settings)
+    app = services.runtime_app(database_url, runtime_settings)
     if request.param == "full app":
         app.user_middleware = [m for m in app.user_middleware if cast(object, m.cls) is not AppendFastPath]
     async with serve_in_loop(app) as url:

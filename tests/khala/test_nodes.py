@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from oa.bootstrap import services
 from oa.khala.client import KhalaClient
 from oa.khala.store.nodes import live_nodes
 from oa.khala.sync.metrics import NAMES
+from oa.khala.sync.node import Node, parse_application_name
 from oa.store.database import with_user
 from tests.conftest import Signer
 from tests.khala.sync_fixtures import ISSUER, jwks_file, khala_settings, token_provider
@@ -69,7 +71,7 @@ class KhalaCommand(ChildProcess):
             "KHALA_SELF_HOSTED_ADMIN_KEY": ADMIN_KEY,
         }
 
-    def start(self, processes: int = 1, timeout: float = 60.0) -> list[KhalaNode]:
+    def start(self, processes: int = 1, timeout: float = 120.0) -> list[KhalaNode]:
         self.home.mkdir(parents=True, exist_ok=True)
         self.spawn(["khala", "serve", "--port", str(self.port), *self.args], self.env(), self.log, timeout)
         deadline = time.monotonic() + timeout
@@ -297,3 +299,46 @@ async def test_a_dead_process_is_restarted_and_stop_ends_them_all(database_url: 
         cmd.proc.terminate()
         assert cmd.proc.wait(30) == 0
     assert not any(pid_alive(p) for p in children)
+
+
+async def test_killing_the_parent_ends_its_khala_processes(database_url: str, tmp_path: Path) -> None:
+    cmd = KhalaCommand(database_url, tmp_path, ["--workers", "2"])
+    nodes = cmd.start(processes=2)
+    cmd.kill9()  # no chance to stop them: the kernel's parent-death signal does
+    async with asyncio.timeout(20):
+        while any(pid_alive(n.pid) for n in nodes):
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--node-id", "no spaces please"], {}, "node id 'no spaces please': use 1-24 letters"),
+        (["--node-id", "x" * 25], {}, "use 1-24 letters"),
+        ([], {"KHALA_DEPLOYMENT_CLASS": "staging"}, "KHALA_DEPLOYMENT_CLASS='staging': use one of dev, prod"),
+        ([], {"OA_KHALA_MAX_QUEUED_BYTES": "lots"}, "OA_KHALA_MAX_QUEUED_BYTES='lots' is not a int"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_fix(
+    database_url: str, tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    cmd = KhalaCommand(database_url, tmp_path, args)
+    out = subprocess.run(
+        [sys.executable, "-m", "oa.cli.main", "khala", "serve", "--port", str(cmd.port), *args],
+        env={**os.environ, **cmd.env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert says in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_node_names_itself_within_what_postgres_keeps() -> None:
+    node = Node("web.2", "http://127.0.0.1:8789")
+    assert node.application_name == "oa-khala:web.2:http://127.0.0.1:8789"
+    assert parse_application_name(node.application_name) == ("web.2", "http://127.0.0.1:8789")
+    assert parse_application_name("psql") is None
+    with pytest.raises(ValueError, match="shorter node id"):
+        _ = Node("x" * 24, "http://khala-node-17.eu-west.example.com:8789").application_name

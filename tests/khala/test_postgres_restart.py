@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
+from oa.bootstrap import services
 from oa.khala.client import KhalaClient
-from oa.runtime.service.container import build_runtime_app
 from oa.runtime.settings import RuntimeSettings
 from oa.runtime.signing import HEADER, sign_caller
 from oa.store import migrate
@@ -41,7 +41,7 @@ async def test_everything_recovers_after_a_postgres_restart() -> None:
         url = with_dbname(server.get_uri(), "restart_test")
         await asyncio.to_thread(migrate, url)
         headers = {HEADER: sign_caller(SECRET, "user:alice", 600)}
-        runtime_app = build_runtime_app(url, RuntimeSettings(caller_secret=SECRET))
+        runtime_app = services.runtime_app(url, RuntimeSettings(caller_secret=SECRET))
         async with (
             serve_in_loop(runtime_app) as runtime_url,
             running_khala(url) as khala,

@@ -94,7 +94,7 @@ class KhalaProcesses:
     _stopping: bool = False
 
     def start(self) -> None:
-        """Spawn every process (they import and bind in parallel with the caller)."""
+        """Start every process (the prespawned ones first) and give each its settings."""
         self.children = [self._spawn(i) for i in range(1, self.settings.workers + 1)]
 
     @property
@@ -105,8 +105,11 @@ class KhalaProcesses:
         spawned = self.prespawned.pop() if self.prespawned else _popen()
         proc = spawned.proc
         assert proc.stdin is not None
-        proc.stdin.write(pickle.dumps((self.settings, index, spawned.child_fd, os.getpid())))
-        proc.stdin.close()
+        # A child that died while importing is reported by wait_ready/watch, with its code.
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(pickle.dumps((self.settings, index, spawned.child_fd, os.getpid())))
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
         return Child(index, proc, spawned.ready_fd)
 
     def _poll_ready(self, child: Child) -> None:
@@ -207,6 +210,10 @@ async def serve_node(
         sockets.append(own)
         port = own.getsockname()[1]
     node = node_for(settings, index, f"http://{settings.host}:{port}")
+    try:
+        node.application_name  # noqa: B018 - checked before anything connects
+    except ValueError as exc:
+        raise SystemExit(f"oa khala serve: {exc}") from None
     server = khala_server(settings, node)
     server.sockets = sockets
     await serve_all([server], on_ready=lambda: on_ready(node), signals=signals)

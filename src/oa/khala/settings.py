@@ -19,12 +19,12 @@ from oa.khala.sync.session import SessionLimits
 
 DEPLOYMENT_CLASSES = ("dev", "prod")
 # Postgres keeps 63 bytes of `application_name`; ours is `oa-khala:<node id>:<url>` (`nodes`).
-NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,24}")
 
 
 def default_node_id() -> str:
     """`<short host name>-<pid>`: unique among the processes of a fleet, and short."""
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname().split(".")[0])[:20] or "host"
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname().split(".")[0])[:12] or "host"
     return f"{host}-{os.getpid()}"
 
 
@@ -84,7 +84,7 @@ class KhalaSettings:
             )
         if self.node_id is not None and not NODE_ID.fullmatch(self.node_id):
             raise ValueError(
-                f"node id {self.node_id!r}: use 1-32 letters, digits, '.', '_' or '-' "
+                f"node id {self.node_id!r}: use 1-24 letters, digits, '.', '_' or '-' "
                 "(it is part of the Postgres application_name, which holds 63 bytes)"
             )
         if not 1 <= self.workers <= 64:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,11 @@ def verifier_for(settings: KhalaSettings) -> VerifierSetup:
     return VerifierSetup(SyncTokenVerifier(config, keys, revocations), revocations)
 
 
-def verifier_from_env(env: Mapping[str, str], home: Path) -> VerifierSetup:
-    """`verifier_for` the settings these variables describe (entry points and tests only)."""
+def verifier_from_env(env: Mapping[str, str] | None = None, home: Path | None = None) -> VerifierSetup:
+    """`verifier_for` the settings these variables describe (entry points and tests only;
+    the servers are built by `oa.bootstrap` from `KhalaSettings`)."""
+    env = os.environ if env is None else env
+    home = home or Path(env.get("OA_HOME", ".oa"))
     try:
         settings = KhalaSettings.from_env(env, database_url="", home=home)
     except ValueError as exc:
