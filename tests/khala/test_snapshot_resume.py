@@ -32,7 +32,9 @@ async def resume_from_snapshot(
     khala: Khala, final: dict[str, int], done: asyncio.Event, out: Resumer
 ) -> None:
     token = mint("alice")
-    async with httpx.AsyncClient(base_url=khala.url) as h:
+    # The snapshot is the whole topic of a database every earlier test wrote to, taken by 60
+    # clients at once: httpx's 5 s default timed out on a loaded machine (load 10).
+    async with httpx.AsyncClient(base_url=khala.url, timeout=60) as h:
         r = await h.get(f"/sync/v1/topics/{RUNS}/snapshot", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     snap = r.json()
