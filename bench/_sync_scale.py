@@ -50,7 +50,7 @@ def scoped_table(rows: list[Any]) -> Table:
     for r in rows:
         errs = f" [red]{r.client_errors} err[/]" if r.client_errors else ""
         t.add_row(
-            f"{r.subscribers:,} ({r.streaming})", str(r.khala_procs), f"{r.rate:,.0f} ({r.achieved_rate:,.0f})",
+            f"{r.subscribers:,} ({r.streaming}) {r.watcher}", str(r.khala_procs), f"{r.rate:,.0f} ({r.achieved_rate:,.0f})",
             f"{r.commit_p50:.1f} / {r.commit_p99:.1f}", f"{r.samples:,} ({r.missed:,})",
             f"{r.delivered:.1%} of {r.delivered_updates:,}{errs}", f"{r.server_us:.0f}", f"{r.client_us:.0f}",
             f"p50 ≤ {TARGET_SCOPED_P50:g}, p99 ≤ {TARGET_SCOPED_P99:g}", met(scoped_ok(r)), cores(r.cores, r.peaks),

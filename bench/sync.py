@@ -59,7 +59,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _sync_scale as scale
 import benchlib
-from _sync_procs import Child, Helper, Profile, free_port
+from _sync_procs import Child, Helper, Profile, ensure_node_watchers, free_port
 
 from oa.runtime.projector.rebuild import audit, rebuild
 from oa.store import migrate
@@ -101,6 +101,7 @@ class Latency:
     kind: str = "topic"  # "topic": whole-topic subscribers; "scoped": one live query per run
     streaming: int = 0  # scoped: runs streaming text.delta (the others are watched, idle)
     khala_procs: int = 1
+    watcher: str = ""  # scoped: what the watchers ran on (node / python)
     delivered_updates: int = 0  # update rows that reached subscribers in the window + drain
     server_us: float = 0.0  # sync server CPU (all its processes) per delivered update
     client_us: float = 0.0  # subscriber processes' CPU per delivered update
@@ -126,6 +127,7 @@ class Bench:
     extra_ports: list[int] = field(default_factory=list)
 
     deflate: bool = True
+    watcher: str = "node"  # the scoped phase's watchers: "node" (ws) or "python" (websockets)
     profile_dir: Path | None = None
     profiles: dict[str, Any] = field(default_factory=dict)
 
@@ -404,7 +406,9 @@ def bench_scoped(b: Bench, watchers: int, streaming: int, per_run: float, second
     every streaming run is a latency sample."""
     ports = b.ports()
     rate = streaming * per_run
-    res = Latency(watchers, rate, kind="scoped", streaming=streaming, khala_procs=len(ports))
+    res = Latency(
+        watchers, rate, kind="scoped", streaming=streaming, khala_procs=len(ports), watcher=b.watcher
+    )
     tag = f"scoped{watchers}-{secrets.token_hex(3)}"
     label = f"{watchers:,} watchers, {streaming} runs streaming ({len(ports)} sync process(es))"
     connect = b.progress.add_task(f"start {watchers:,} runs, connect {label}", total=1)
@@ -418,11 +422,8 @@ def bench_scoped(b: Bench, watchers: int, streaming: int, per_run: float, second
     finally:
         creator.kill()
     _wait_projected(b.db_url, 60)
-    helpers = [
-        Helper("_sync_clients.py", [*b.client_args(ports[i % len(ports)]), "--count", str(n), "--first", str(first),
-                                    *("--stream-prefix", tag, "--stream-first", str(first))])
-        for i, (first, n) in enumerate(_chunks(watchers, PER_PROCESS))
-    ]  # fmt: skip
+    helpers = [_watchers(b, ports[i % len(ports)], tag, first, n) for i, (first, n) in
+               enumerate(_chunks(watchers, PER_PROCESS))]  # fmt: skip
     try:
         live = sum(h.wait_ready() for h in helpers)
         if live < watchers:
@@ -442,6 +443,23 @@ def bench_scoped(b: Bench, watchers: int, streaming: int, per_run: float, second
     res.append_p50, res.append_p99 = benchlib.percentile(append, 50), benchlib.percentile(append, 99)
     res.first_error = next((o["first_error"] for o in out if o["first_error"]), None)
     return res
+
+
+def _watchers(b: Bench, port: int, tag: str, first: int, count: int) -> Helper:
+    """One process of `count` watchers (sockets first..first+count-1, run tag-<n> each)."""
+    if b.watcher == "python":
+        return Helper("_sync_clients.py", [*b.client_args(port), "--count", str(count), "--first", str(first),
+                                           *("--stream-prefix", tag, "--stream-first", str(first))])  # fmt: skip
+    from _sync_clients import Minter
+
+    minter = Minter((b.work / "key.pem").read_bytes(), KID, ISSUER)
+    config = b.work / f"watchers-{tag}-{first}.json"
+    config.write_text(json.dumps({
+        "url": f"ws://127.0.0.1:{port}/sync/v1/ws",
+        "tokens": [minter.mint(f"bench-viewer-{first + i}", ORG) for i in range(count)],
+        "streams": [f"{tag}-{first + i}" for i in range(count)],
+    }))  # fmt: skip
+    return Helper("watchers.js", ["--config", str(config)])
 
 
 def _chunks(total: int, per: int) -> list[tuple[int, int]]:
@@ -765,6 +783,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--streaming", type=int, default=100, help="scoped: runs streaming text.delta")
     p.add_argument("--stream-rate", type=float, default=10.0, help="scoped: text.delta events/s per run")
+    p.add_argument("--watcher", choices=("node", "python"), default="node",
+                   help="scoped: watcher processes on Node's ws (default: cheaper per update) or Python")  # fmt: skip
     p.add_argument("--rates", default="100,1000")
     p.add_argument(
         "--phases",
@@ -815,7 +835,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "OA_SYNC_TOKEN_ISSUER": ISSUER,
             "KHALA_SELF_HOSTED_ADMIN_KEY": secrets.token_hex(16),  # /sync/v1/status is for operators
         }
-        b = Bench(db_url, work, pg, progress, secret, env, deflate=not args.no_deflate)
+        b = Bench(db_url, work, pg, progress, secret, env, deflate=not args.no_deflate, watcher=args.watcher)
+        if b.watcher == "node" and ({"scoped", "procs"} & set(args.phases.split(","))):
+            ensure_node_watchers()
         phases = set(args.phases.split(","))
         if args.profile:
             b.profile_dir = benchlib.RESULTS_DIR / "sync-profiles"
