@@ -104,7 +104,7 @@ class Sub:
         ws = await connect(
             url,
             compression="deflate" if deflate else None,
-            max_size=1 << 22,
+            max_size=1 << 26,  # whatever the server sends (a 6 MB merged frame was seen under load)
             ping_interval=None,
             open_timeout=60,
             close_timeout=2,

@@ -52,7 +52,7 @@ function listen(s, data) {
 
 function open(s) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(config.url, { perMessageDeflate: false, maxPayload: 1 << 22 });
+    const ws = new WebSocket(config.url, { perMessageDeflate: false, maxPayload: 1 << 26 });
     let state = "auth";
     const fail = (err) => {
       clearTimeout(timer);
