@@ -49,11 +49,11 @@ def test_append(tmp_path: Path) -> None:
 
 def test_sync(tmp_path: Path) -> None:
     r = _smoke("sync", tmp_path, "--subscribers", "1,20", "--rates", "100")
-    assert [(x["subscribers"], x["rate"]) for x in r["latency"]] == [(1, 100.0), (20, 100.0), (20, 100.0)]
+    assert [(x["subscribers"], x["rate"]) for x in r["latency"]] == [(1, 100.0), (20, 100.0)]
     for row in r["latency"]:
         assert row["events"] > 0 and row["writer_errors"] == 0 and row["cores"] and row["peaks"], row
-    assert r["idle"]["subscriptions"] == 1000 and r["idle"]["cores"]["khala"] > 0
-    assert [(i["kind"], i["subscriptions"]) for i in r["idle_rows"]] == [("topic", 1000), ("scoped", 1000)]
+    assert r["idle"]["subscriptions"] == 500 and r["idle"]["cores"]["khala"] > 0
+    assert [(i["kind"], i["subscriptions"]) for i in r["idle_rows"]] == [("topic", 500), ("scoped", 500)]
     # Scoped fan-out on one sync process, then the same load on two (clients split over them).
     assert [(x["kind"], x["khala_procs"], x["subscribers"]) for x in r["scoped"]] == [
         ("scoped", 1, 100),
@@ -62,7 +62,6 @@ def test_sync(tmp_path: Path) -> None:
     for row in r["scoped"]:
         assert row["events"] > 0 and row["samples"] > 0 and row["delivered_updates"] > 0, row
         assert row["server_us"] > 0 and row["client_us"] > 0 and row["cores"]["khala"] > 0, row
-    assert [(x["subscribers"], x["khala_procs"]) for x in r["latency"]][-1] == (20, 2)
     assert r["projection"]["node"] > 0 and r["projection"]["lines"]
     assert r["fold"]["rebuild_events"] > 0 and r["fold"]["audit_events"] > 0
     assert set(r["fold"]["cores"]) == set(r["fold"]["peaks"]) == {"append", "catchup", "rebuild", "audit"}
