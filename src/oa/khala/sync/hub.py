@@ -121,9 +121,9 @@ class Hub:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
             try:
-                # One connection for the whole catch-up: per read, the pool's acquire and its
-                # reset query on release cost as much as the read (bench/sync.py scoped
-                # fan-out profile: asyncpg execute ~13% of the sync server's samples).
+                # One connection for the whole catch-up, not an acquire per read: each
+                # release runs the pool's reset query (asyncpg `Connection.execute`, 5% of the
+                # sync server's py-spy samples in bench/sync.py's scoped fan-out).
                 async with self.pool.acquire() as conn:
                     while True:
                         rows = await reader.rows_after(conn, self.heads)
