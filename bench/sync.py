@@ -19,8 +19,19 @@ file for `OA_KHALA_JWKS_FILE`).
    send time is "append → client" (adds the HTTP append). Events never seen are "missed".
    "delivered" is the share of (subscriber, journal row) pairs that arrived: the server
    really fanned out to everyone or the table says it did not.
-2. Idle: 10,000 subscriptions (10 processes of 1,000 sockets) on a fresh sync server;
-   server RSS before and after, divided by the count.
+   Each row also prints the sync server's CPU per delivered update (its CPU seconds from
+   the window's start until the fan-out drained, over the update rows delivered).
+1b. Scoped (`--phases scoped`): 1,000 watchers, each with one live query `{stream: run}` on
+   `runtime.run_summaries` (a run page), while 100 of those runs stream `text.delta` at
+   10/s each. Watchers are Node `ws` processes (`bench/node/watchers.js`, or
+   `--watcher python`) that find doc keys and versions by regex; every event is a sample.
+   `procs` runs the same load (and topic-wide 1,000 @ the first rate) on two `oa khala
+   serve` processes on two ports, clients split between them (not SO_REUSEPORT: the split
+   is exact and it does not depend on `--workers`). `_sync_scale.py` prints the one-vs-two
+   table, the per-process cost table and the 16-core / 10-node projection.
+2. Idle: 10,000 sockets (10 processes of 1,000) on a fresh sync server, once with a
+   whole-topic subscription each and once with one live query each; server RSS before
+   and after, divided by the count (a row where sockets died first is marked invalid).
 3. Rebuild: with the projector stopped, 100,000 events go in through the batch API; a new
    projector's catch-up rate is measured from its first checkpoint move to the head; then
    `rebuild` and `audit` (oa.runtime.projector.rebuild) run in-process on a writer-role
