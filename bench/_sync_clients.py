@@ -14,6 +14,13 @@ from the head, wait for the `replay_complete` batch, then heartbeat every 20 s.
 Protocol on stdio: prints `READY <n>` once every socket is live; each `mark` line on stdin
 is answered with `MARK {rows, errors}` (totals so far); any other line (or EOF, or
 `--max-seconds`) closes the sockets and writes one JSON object to `--result-file`.
+
+With `--stream-prefix TAG`, each socket opens one live query instead (scope
+`{stream: TAG-<n>}` on `runtime.run_summaries`; socket i watches run n = `--stream-first`
++ i: one run page each) and records, for its run's summary, every `doc_version` it
+receives with its receive time. It finds doc keys and versions with two byte regexes and
+never parses JSON: a watcher must cost far less CPU than the server spends on it (the
+scoped table prints both, per delivered update).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import resource
 import sys
 import time
@@ -40,6 +48,10 @@ from websockets.exceptions import ConnectionClosedOK
 RUNS = "runtime.run_summaries"
 AUDIENCE = "oa-khala-sync"
 SUMMARY_PREFIX = "runtime/run_summary:"
+# One match per update, in order (every update, upsert, patch or remove, carries both).
+DOC_KEY = re.compile(rb'"doc_key":"([^"]*)"')
+DOC_VERSION = re.compile(rb'"doc_version":(\d+)')
+SUMMARY = SUMMARY_PREFIX.encode()
 
 
 def raise_nofile() -> None:
@@ -79,8 +91,9 @@ class Minter:
 class Sub:
     """One subscriber socket and what it saw."""
 
-    def __init__(self, probe: bool) -> None:
+    def __init__(self, probe: bool, stream: str = "") -> None:
         self.probe = probe
+        self.stream = stream  # the run this socket's live query watches ("" = whole topic)
         self.frames = 0
         self.rows = 0
         self.errors: list[str] = []
@@ -91,14 +104,18 @@ class Sub:
         ws = await connect(
             url,
             compression="deflate" if deflate else None,
-            max_size=1 << 22,
+            max_size=1 << 26,  # whatever the server sends (a 6 MB merged frame was seen under load)
             ping_interval=None,
             open_timeout=60,
             close_timeout=2,
         )
         await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
         await self._expect(ws, "ready")
-        await ws.send(orjson.dumps({"type": "subscribe", "topics": [RUNS], "request_id": "b"}).decode())
+        if self.stream:
+            sub = {"type": "subscribe", "sub": "r", "topic": RUNS, "scope": {"stream": self.stream}}
+        else:
+            sub = {"type": "subscribe", "topics": [RUNS]}
+        await ws.send(orjson.dumps({**sub, "request_id": "b"}).decode())
         await self._expect(ws, "subscribed")
         while True:  # the batch that ends the (empty) replay
             msg = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
@@ -123,7 +140,15 @@ class Sub:
                 if data.startswith(b'{"type":"error"'):
                     self.errors.append(data[:200].decode(errors="replace"))
                     continue
-                if self.probe:
+                if self.stream:
+                    if not data.startswith(b'{"type":"update_batch"'):
+                        continue
+                    versions = DOC_VERSION.findall(data)
+                    self.rows += len(versions)
+                    for key, version in zip(DOC_KEY.findall(data), versions, strict=False):
+                        if key.startswith(SUMMARY):
+                            self.seen.append((self.stream, int(version), now))
+                elif self.probe:
                     if not data.startswith(b'{"type":"update_batch"'):
                         continue
                     for u in orjson.loads(data)["updates"]:
@@ -158,7 +183,9 @@ async def _heartbeats(sockets: list[ClientConnection | None], stop: asyncio.Even
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     raise_nofile()
     minter = Minter(args.key_pem, args.kid, args.issuer)
-    subs = [Sub(args.probe) for _ in range(args.count)]
+    prefix, first = args.stream_prefix, args.stream_first
+    streams = [f"{prefix}-{first + i}" if prefix else "" for i in range(args.count)]
+    subs = [Sub(args.probe, streams[i]) for i in range(args.count)]
     users = [args.user or f"{args.user_prefix}{args.first + i}" for i in range(args.count)]
     tokens = [minter.mint(u, args.org) for u in users]
     gate = asyncio.Semaphore(args.connect_concurrency)
@@ -223,7 +250,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "rows": [s.rows for s, _ in live],
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
-        "seen": [s.seen for s, _ in live] if args.probe else [],
+        "seen": [s.seen for s, _ in live if s.seen] if args.probe or args.stream_prefix else [],
     }
 
 
@@ -240,6 +267,8 @@ def main() -> None:
     p.add_argument("--first", type=int, default=0, help="number of the first user of this process")
     p.add_argument("--probe", action="store_true", help="parse frames and stamp receive times")
     p.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
+    p.add_argument("--stream-prefix", default="", help="one live query per socket: run TAG-<n>")
+    p.add_argument("--stream-first", type=int, default=0, help="the run number of the first socket")
     p.add_argument("--connect-concurrency", type=int, default=64)
     p.add_argument("--max-seconds", type=float, default=600.0)
     benchlib.add_result_file_arg(p)

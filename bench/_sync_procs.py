@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,20 @@ import benchlib
 import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
+NODE_DIR = BENCH_DIR / "node"
+
+
+def ensure_node_watchers() -> None:
+    """`npm ci` in bench/node on first use (its `ws` is pinned by package-lock.json)."""
+    if (NODE_DIR / "node_modules" / "ws").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise SystemExit("the Node watchers need node and npm (Node 20); or pass --watcher python")
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"npm ci in {NODE_DIR} failed: {done.stderr.strip()[-2000:]}")
 
 
 def free_port() -> int:
@@ -100,8 +115,14 @@ class Helper:
     def __init__(self, script: str, args: Sequence[str]) -> None:
         self.label = script
         self.result_file = benchlib.result_path(Path(script).stem)
+        # `*.js`: a Node helper in bench/node (the scoped phase's light watchers).
+        run = (
+            ["node", str(NODE_DIR / script)]
+            if script.endswith(".js")
+            else [sys.executable, str(BENCH_DIR / script)]
+        )
         self.proc = psutil.Popen(
-            [sys.executable, str(BENCH_DIR / script), *args, "--result-file", str(self.result_file)],
+            [*run, *args, "--result-file", str(self.result_file)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -8,6 +8,8 @@ Two modes:
   serializes the load. Every run is created first with `run.started` carrying the org,
   which is what makes its summary visible to the org's viewers. Prints each event's
   `(run, seq, sent_at)` so the orchestrator can join it with what the probes received.
+* `--create-only`: start `--runs` runs and exit (the scoped phase starts 1,000 runs before
+  its watchers subscribe, then streams into the first 100 of them with `--no-create`).
 * `--bulk N`: N events through the batch API (1,000 per request, a few in flight), for
   the rebuild and audit phases.
 
@@ -32,16 +34,22 @@ DELTA = {"event_type": "text.delta", "payload": {"text": "a typical streamed tok
 
 
 async def _start_runs(session: aiohttp.ClientSession, base: str, runs: list[str], org: str) -> None:
+    """`run.started` for each run, 16 at a time (1,000 one by one took seconds)."""
     body = orjson.dumps({"event_type": "run.started", "payload": {"model": "bench", "org_id": org}})
-    for run in runs:
-        async with session.post(f"{base}/internal/v1/runs/{run}/events", data=body) as resp:
+    gate = asyncio.Semaphore(16)
+
+    async def one(run: str) -> None:
+        async with gate, session.post(f"{base}/internal/v1/runs/{run}/events", data=body) as resp:
             if resp.status not in (200, 201):
                 raise RuntimeError(f"run.started: {resp.status} {(await resp.text())[:300]}")
+
+    await asyncio.gather(*(one(run) for run in runs))
 
 
 async def paced(args: argparse.Namespace, session: aiohttp.ClientSession) -> dict[str, Any]:
     runs = [f"{args.tag}-{i}" for i in range(args.runs)]
-    await _start_runs(session, args.url, runs, args.org)
+    if not args.no_create:
+        await _start_runs(session, args.url, runs, args.org)
     body = orjson.dumps(DELTA)
     total = int(args.rate * args.seconds)
     start = time.monotonic() + (args.start_at - time.time())
@@ -123,6 +131,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(
         connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=120)
     ) as session:
+        if args.create_only:
+            runs = [f"{args.tag}-{i}" for i in range(args.runs)]
+            t0 = time.monotonic()
+            await _start_runs(session, args.url, runs, args.org)
+            return {"runs": runs, "seconds": time.monotonic() - t0}
         return await (bulk(args, session) if args.bulk else paced(args, session))
 
 
@@ -139,6 +152,8 @@ def main() -> None:
     p.add_argument("--start-at", type=float, default=0.0, help="wall-clock start of the window")
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--bulk", type=int, default=0, help="append this many events in batches instead")
+    p.add_argument("--create-only", action="store_true", help="only start the runs (run.started each)")
+    p.add_argument("--no-create", action="store_true", help="the runs exist: stream into them only")
     benchlib.add_result_file_arg(p)
     args = p.parse_args()
     benchlib.write_json_atomic(args.result_file, uvloop.run(_main(args)))

@@ -19,8 +19,19 @@ file for `OA_KHALA_JWKS_FILE`).
    send time is "append → client" (adds the HTTP append). Events never seen are "missed".
    "delivered" is the share of (subscriber, journal row) pairs that arrived: the server
    really fanned out to everyone or the table says it did not.
-2. Idle: 10,000 subscriptions (10 processes of 1,000 sockets) on a fresh sync server;
-   server RSS before and after, divided by the count.
+   Each row also prints the sync server's CPU per delivered update (its CPU seconds from
+   the window's start until the fan-out drained, over the update rows delivered).
+1b. Scoped (`--phases scoped`): 1,000 watchers, each with one live query `{stream: run}` on
+   `runtime.run_summaries` (a run page), while 100 of those runs stream `text.delta` at
+   10/s each. Watchers are Node `ws` processes (`bench/node/watchers.js`, or
+   `--watcher python`) that find doc keys and versions by regex; every event is a sample.
+   `procs` runs the same load (and topic-wide 1,000 @ the first rate) on two `oa khala
+   serve` processes on two ports, clients split between them (not SO_REUSEPORT: the split
+   is exact and it does not depend on `--workers`). `_sync_scale.py` prints the one-vs-two
+   table, the per-process cost table and the 16-core / 10-node projection.
+2. Idle: 10,000 sockets (10 processes of 1,000) on a fresh sync server, once with a
+   whole-topic subscription each and once with one live query each; server RSS before
+   and after, divided by the count (a row where sockets died first is marked invalid).
 3. Rebuild: with the projector stopped, 100,000 events go in through the batch API; a new
    projector's catch-up rate is measured from its first checkpoint move to the head; then
    `rebuild` and `audit` (oa.runtime.projector.rebuild) run in-process on a writer-role
@@ -57,8 +68,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _sync_scale as scale
 import benchlib
-from _sync_procs import Child, Helper, Profile, free_port
+from _sync_procs import Child, Helper, Profile, ensure_node_watchers, free_port
 
 from oa.runtime.projector.rebuild import audit, rebuild
 from oa.store import migrate
@@ -70,6 +82,9 @@ KID = "bench-sync-1"
 OWNER, ORG = "bench-owner", "bench-org"
 PROBES = 4
 PER_PROCESS = 250
+# Scoped watchers receive one run each, so a process holds more of them: fewer processes,
+# less fixed cost per delivered update (and two, so the one-vs-two phase can split them).
+WATCHERS_PER_PROCESS = 500
 IDLE_PER_PROCESS = 1000
 TARGET_P50, TARGET_P99 = 5.0, 25.0
 TARGET_KB = 50.0
@@ -97,6 +112,13 @@ class Latency:
     late_starts: int = 0
     cores: dict[str, float] = field(default_factory=dict)
     peaks: dict[str, float] = field(default_factory=dict)
+    kind: str = "topic"  # "topic": whole-topic subscribers; "scoped": one live query per run
+    streaming: int = 0  # scoped: runs streaming text.delta (the others are watched, idle)
+    khala_procs: int = 1
+    watcher: str = ""  # scoped: what the watchers ran on (node / python)
+    delivered_updates: int = 0  # update rows that reached subscribers in the window + drain
+    server_us: float = 0.0  # sync server CPU (all its processes) per delivered update
+    client_us: float = 0.0  # subscriber processes' CPU per delivered update
 
 
 @dataclass
@@ -114,8 +136,12 @@ class Bench:
     khala: Child | None = None
     khala_port: int = 0
     runtime_url: str = ""
+    # More sync server processes (the one-vs-two phase), each on a port of its own.
+    extra: list[Child] = field(default_factory=list)
+    extra_ports: list[int] = field(default_factory=list)
 
     deflate: bool = True
+    watcher: str = "node"  # the scoped phase's watchers: "node" (ws) or "python" (websockets)
     profile_dir: Path | None = None
     profiles: dict[str, Any] = field(default_factory=dict)
 
@@ -129,10 +155,17 @@ class Bench:
         if prof is not None:
             self.profiles[name] = prof.top()
 
-    def client_args(self) -> list[str]:
+    def ports(self) -> list[int]:
+        return [self.khala_port, *self.extra_ports]
+
+    def khala_processes(self) -> list[psutil.Process]:
+        return [p for c in (self.khala, *self.extra) if c is not None for p in c.processes()]
+
+    def client_args(self, port: int | None = None) -> list[str]:
+        port = port or self.khala_port
         return [
             *([] if self.deflate else ["--no-deflate"]),
-            *("--url", f"ws://127.0.0.1:{self.khala_port}/sync/v1/ws", "--key", str(self.work / "key.pem")),
+            *("--url", f"ws://127.0.0.1:{port}/sync/v1/ws", "--key", str(self.work / "key.pem")),
             *("--kid", KID, "--issuer", ISSUER, "--org", ORG),
         ]
 
@@ -141,6 +174,21 @@ class Bench:
         health = f"http://127.0.0.1:{self.khala_port}/healthz"
         self.khala = Child(["khala", "serve", "--port", str(self.khala_port)], self.env, health).start()
         return self.khala
+
+    def add_khala(self) -> Child:
+        """One more `oa khala serve` on a port of its own (clients are split over the ports:
+        less entangled with `--workers` than SO_REUSEPORT, and the split is exact)."""
+        port = free_port()
+        health = f"http://127.0.0.1:{port}/healthz"
+        child = Child(["khala", "serve", "--port", str(port)], self.env, health).start()
+        self.extra.append(child)
+        self.extra_ports.append(port)
+        return child
+
+    def drop_extra(self) -> None:
+        for c in self.extra:
+            c.stop()
+        self.extra, self.extra_ports = [], []
 
 
 def _keys(work: Path) -> None:
@@ -232,33 +280,49 @@ def _busy() -> float:
 
 
 def _window(
-    b: Bench, res: Latency, probes: Helper, counters: list[Helper], seconds: float, tag: str, task: Any
+    b: Bench,
+    res: Latency,
+    probes: Helper | None,
+    counters: list[Helper],
+    seconds: float,
+    writer_args: list[str],
+    task: Any,
+    fanout: int,
 ) -> dict[str, Any]:
-    """One rate on already-connected subscribers: writer, metered window, catch-up, marks."""
-    clients = [probes, *counters]
+    """One rate on already-connected subscribers: writer, metered window, catch-up, marks.
+
+    `fanout`: subscribers each journal row should reach (every one for whole-topic
+    subscribers, one for the scoped phase, where each run has a single watcher)."""
+    clients = [*([probes] if probes else []), *counters]
     before = [c.mark() for c in clients]
     h0 = _topic_head(b.db_url)
     start_at = time.time() + 1.5
     writer = Helper(
         "_sync_writer.py",
         [
-            *("--url", b.runtime_url, "--secret", b.secret, "--owner", OWNER, "--org", ORG, "--tag", tag),
+            *("--url", b.runtime_url, "--secret", b.secret, "--owner", OWNER, "--org", ORG, *writer_args),
             *("--rate", str(res.rate), "--seconds", str(seconds), "--start-at", repr(start_at)),
         ],
     )
     try:
         meter = benchlib.CpuMeter()
-        for name, group in (("khala", b.khala), ("projector", b.projector), ("runtime", b.runtime)):
+        meter.watch("khala", b.khala_processes)
+        for name, group in (("projector", b.projector), ("runtime", b.runtime)):
             meter.watch(name, group.processes if group else list)
         meter.watch("postgres", b.pg.processes)
         meter.watch("subscribers", lambda: [c.proc for c in counters if c.proc.poll() is None])
-        meter.watch("probes", lambda: [probes.proc] if probes.proc.poll() is None else [])
+        meter.watch("probes", lambda: [probes.proc] if probes and probes.proc.poll() is None else [])
         meter.watch("writer", lambda: [writer.proc] if writer.proc.poll() is None else [])
+        # What delivering cost, from the window's start until the fan-out drained.
+        cost = benchlib.CpuMeter()
+        cost.watch("khala", b.khala_processes)
+        cost.watch("clients", lambda: [c.proc for c in clients if c.proc.poll() is None])
         while time.time() < start_at:
             time.sleep(0.02)
         meter.start()
+        cost.start()
         busy0 = _busy()
-        prof = b.profile(f"latency-{res.subscribers}-{res.rate:g}", seconds)
+        prof = b.profile(f"{res.kind}-{res.subscribers}-{res.rate:g}", seconds)
         while time.time() < start_at + seconds:
             b.progress.update(task, completed=time.time() - start_at)
             time.sleep(0.05)
@@ -269,7 +333,7 @@ def _window(
         writer.kill()
     _wait_projected(b.db_url, 30)
     h1 = _topic_head(b.db_url)
-    expected = max(1, h1 - h0) * res.subscribers
+    expected = max(1, h1 - h0) * fanout
     # Grace for the fan-out to drain: until every row arrived, or nothing moved for 2 s
     # (then what is missing is lost, e.g. to slow_consumer), at most 30 s.
     rows, still, deadline = -1, 0, time.monotonic() + 30
@@ -283,10 +347,14 @@ def _window(
             break
         rows = now_rows
         time.sleep(0.5)
+    cost.stop()
     b.progress.update(task, completed=seconds)
-    b.keep(f"latency-{res.subscribers}-{res.rate:g}", prof)
+    b.keep(f"{res.kind}-{res.subscribers}-{res.rate:g}", prof)
     rows = sum(a["rows"] - x["rows"] for a, x in zip(after, before, strict=True))
     res.delivered = min(rows, expected) / expected
+    res.delivered_updates = rows
+    res.server_us = cost.used["khala"] * 1e6 / max(1, rows)
+    res.client_us = cost.used["clients"] * 1e6 / max(1, rows)
     res.client_errors = sum(a["errors"] - x["errors"] for a, x in zip(after, before, strict=True))
     res.achieved_rate = w["events"] / max(w["elapsed_s"], seconds)
     res.events = w["events"]
@@ -307,8 +375,12 @@ def bench_latency(b: Bench, subscribers: int, rates: list[float], seconds: float
     probes = Helper(
         "_sync_clients.py", [*b.client_args(), "--count", str(n_probes), "--user", OWNER, "--probe"]
     )
+    ports = b.ports()  # with several sync server processes, counters are split over them
     counters = [
-        Helper("_sync_clients.py", [*b.client_args(), "--count", str(n), "--first", str(i * PER_PROCESS)])
+        Helper(
+            "_sync_clients.py",
+            [*b.client_args(ports[i % len(ports)]), "--count", str(n), "--first", str(i * PER_PROCESS)],
+        )
         for i, n in enumerate(_split(subscribers - n_probes, PER_PROCESS))
         if subscribers - n_probes > 0
     ]
@@ -319,10 +391,11 @@ def bench_latency(b: Bench, subscribers: int, rates: list[float], seconds: float
             raise RuntimeError(f"only {live} of {subscribers} subscribers connected")
         b.progress.update(connect, completed=1)
         for rate in rates:
-            res = Latency(subscribers, rate)
+            res = Latency(subscribers, rate, khala_procs=len(ports))
             task = b.progress.add_task(f"{subscribers:,} subscribers, {rate:,.0f} events/s", total=seconds)
             tag = f"lat{subscribers}x{rate:g}-{secrets.token_hex(3)}"
-            results.append((res, _window(b, res, probes, counters, seconds, tag, task), tag))
+            w = _window(b, res, probes, counters, seconds, ["--tag", tag], task, subscribers)
+            results.append((res, w, tag))
         p = probes.finish()
         for c in counters:
             c.finish()
@@ -339,8 +412,109 @@ def bench_latency(b: Bench, subscribers: int, rates: list[float], seconds: float
     return [r for r, _, _ in results]
 
 
+def bench_scoped(b: Bench, watchers: int, streaming: int, per_run: float, seconds: float) -> Latency:
+    """Scoped fan-out: `watchers` sockets, each with one live query on one run (scope
+    `{stream: run}` on runtime.run_summaries, as a run page), while `streaming` of those
+    runs take `text.delta` at `per_run` events/s each. Every socket is a light watcher
+    that records its run summary's versions (see `_sync_clients.py`), so every event of
+    every streaming run is a latency sample."""
+    ports = b.ports()
+    rate = streaming * per_run
+    res = Latency(
+        watchers, rate, kind="scoped", streaming=streaming, khala_procs=len(ports), watcher=b.watcher
+    )
+    tag = f"scoped{watchers}-{secrets.token_hex(3)}"
+    label = f"{watchers:,} watchers, {streaming} runs streaming ({len(ports)} sync process(es))"
+    connect = b.progress.add_task(f"start {watchers:,} runs, connect {label}", total=1)
+    creator = Helper(
+        "_sync_writer.py",
+        [*("--url", b.runtime_url, "--secret", b.secret, "--owner", OWNER, "--org", ORG),
+         *("--tag", tag, "--runs", str(watchers), "--create-only")],
+    )  # fmt: skip
+    try:
+        creator.finish(timeout=300)
+    finally:
+        creator.kill()
+    _wait_projected(b.db_url, 60)
+    helpers = [_watchers(b, ports[i % len(ports)], tag, first, n) for i, (first, n) in
+               enumerate(_chunks(watchers, WATCHERS_PER_PROCESS))]  # fmt: skip
+    try:
+        live = sum(h.wait_ready() for h in helpers)
+        if live < watchers:
+            raise RuntimeError(f"only {live} of {watchers} watchers connected")
+        b.progress.update(connect, completed=1)
+        task = b.progress.add_task(f"{label}, {rate:,.0f} events/s", total=seconds)
+        writer_args = ["--tag", tag, "--runs", str(streaming), "--no-create"]
+        w = _window(b, res, None, helpers, seconds, writer_args, task, 1)
+        out = [h.finish() for h in helpers]
+    finally:
+        for h in helpers:
+            h.kill()
+    seen = [sock for o in out for sock in o["seen"]]
+    commit, append, res.missed = _latencies_by_run(w, seen, _event_times(b.db_url, tag))
+    res.samples = len(commit)
+    res.commit_p50, res.commit_p99 = benchlib.percentile(commit, 50), benchlib.percentile(commit, 99)
+    res.append_p50, res.append_p99 = benchlib.percentile(append, 50), benchlib.percentile(append, 99)
+    res.first_error = next((o["first_error"] for o in out if o["first_error"]), None)
+    return res
+
+
+def _watchers(b: Bench, port: int, tag: str, first: int, count: int) -> Helper:
+    """One process of `count` watchers (sockets first..first+count-1, run tag-<n> each)."""
+    if b.watcher == "python":
+        return Helper("_sync_clients.py", [*b.client_args(port), "--count", str(count), "--first", str(first),
+                                           *("--stream-prefix", tag, "--stream-first", str(first))])  # fmt: skip
+    from _sync_clients import Minter
+
+    minter = Minter((b.work / "key.pem").read_bytes(), KID, ISSUER)
+    config = b.work / f"watchers-{tag}-{first}.json"
+    config.write_text(json.dumps({
+        "url": f"ws://127.0.0.1:{port}/sync/v1/ws",
+        "tokens": [minter.mint(f"bench-viewer-{first + i}", ORG) for i in range(count)],
+        "streams": [f"{tag}-{first + i}" for i in range(count)],
+    }))  # fmt: skip
+    return Helper("watchers.js", ["--config", str(config)])
+
+
+def _chunks(total: int, per: int) -> list[tuple[int, int]]:
+    """(first, count) of each helper process's share of `total` sockets."""
+    out, first = [], 0
+    for n in _split(total, per):
+        out.append((first, n))
+        first += n
+    return out
+
+
+def _latencies_by_run(
+    writer: dict[str, Any], seen: list[list[list[Any]]], recorded: dict[tuple[str, int], float]
+) -> tuple[list[float], list[float], int]:
+    """As `_latencies`, where each run has one watcher: an event is compared with what the
+    socket watching its run received (one scan per run, not per socket and event)."""
+    reach: dict[str, list[tuple[int, float]]] = {}
+    for sock in seen:
+        for run, steps in _first_reach(sock).items():
+            reach.setdefault(run, []).extend(steps)
+    runs: list[str] = writer["runs"]
+    commit: list[float] = []
+    append: list[float] = []
+    missed = 0
+    for run_idx, seq, t_sent in writer["sent"]:
+        run = runs[run_idx]
+        t_rec = recorded.get((run, seq))
+        t_recv = next((t for v, t in reach.get(run, []) if v >= seq), None)
+        if t_recv is None or t_rec is None:
+            missed += 1
+            continue
+        commit.append((t_recv - t_rec) * 1000.0)
+        append.append((t_recv - t_sent) * 1000.0)
+    commit.sort()
+    append.sort()
+    return commit, append, missed
+
+
 @dataclass
 class Idle:
+    kind: str = "topic"  # "topic": a whole-topic subscription per socket; "scoped": one live query
     subscriptions: int = 0
     rss_before_mb: float = 0.0
     rss_after_mb: float = 0.0
@@ -351,19 +525,21 @@ class Idle:
     peaks: dict[str, float] = field(default_factory=dict)
 
 
-def bench_idle(b: Bench, count: int) -> Idle:
-    """A fresh sync server; warm it with a few sockets, then hold `count` subscriptions."""
+def bench_idle(b: Bench, count: int, kind: str = "topic") -> Idle:
+    """A fresh sync server; warm it with a few sockets, then hold `count` subscriptions
+    (`kind` "scoped": each socket's one live query watches a run of its own, as a run page)."""
     import urllib.request
 
-    task = b.progress.add_task(f"{count:,} idle subscriptions", total=4)
+    scope = ["--stream-prefix", f"idle-{secrets.token_hex(3)}"] if kind == "scoped" else []
+    task = b.progress.add_task(f"{count:,} idle subscriptions ({kind})", total=4)
     assert b.khala is not None
     b.khala.stop()
     khala = b.start_khala()
-    warm = Helper("_sync_clients.py", [*b.client_args(), "--count", "20", "--user-prefix", "warm-"])
+    warm = Helper("_sync_clients.py", [*b.client_args(), "--count", "20", "--user-prefix", "warm-", *scope])
     warm.wait_ready()
     warm.finish()
     time.sleep(1.0)
-    res = Idle(rss_before_mb=khala.rss() / 2**20)
+    res = Idle(kind=kind, rss_before_mb=khala.rss() / 2**20)
     b.progress.advance(task)
     t0 = time.monotonic()
     prof = b.profile("idle-connect", 15)
@@ -373,9 +549,9 @@ def bench_idle(b: Bench, count: int) -> Idle:
     meter.watch("subscribers", lambda: [h.proc for h in helpers if h.proc.poll() is None])
     meter.start()
     helpers += [
-        Helper("_sync_clients.py", [*b.client_args(), "--count", str(n), "--first", str(i * IDLE_PER_PROCESS),
-                                    "--connect-concurrency", "32"])
-        for i, n in enumerate(_split(count, IDLE_PER_PROCESS))
+        Helper("_sync_clients.py", [*b.client_args(), "--count", str(n), "--first", str(first),
+                                    "--stream-first", str(first), *scope, "--connect-concurrency", "32"])
+        for first, n in _chunks(count, IDLE_PER_PROCESS)
     ]  # fmt: skip
     try:
         res.subscriptions = sum(h.wait_ready() for h in helpers)
@@ -384,7 +560,7 @@ def bench_idle(b: Bench, count: int) -> Idle:
         res.cores, res.peaks = meter.shares(), meter.peaks()
         b.keep("idle-connect", prof)
         b.progress.advance(task)
-        time.sleep(3.0)  # let every session's first timers and buffers settle
+        time.sleep(1.0 if count < 1000 else 3.0)  # let every session's first timers and buffers settle
         res.rss_after_mb = khala.rss() / 2**20
         status = urllib.request.Request(
             f"http://127.0.0.1:{b.khala_port}/sync/v1/status",
@@ -528,10 +704,19 @@ def _cores(c: dict[str, float], peaks: dict[str, float]) -> str:
     return f"{detail}; {benchlib.cores_cell(c, peaks, LOAD, SERVER)}"
 
 
-def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Table]:
+def idle_met(idle: Idle) -> str:
+    """A row where sockets died before the server was weighed says nothing about the target."""
+    if idle.sessions_reported < idle.subscriptions:
+        return f"[red]invalid: {idle.subscriptions - idle.sessions_reported:,} sockets closed early[/]"
+    return "[green]yes[/]" if idle.kb_per_sub < TARGET_KB else "[red]no[/]"
+
+
+def render(lat: list[Latency], idle: list[Idle], fold: Fold | None) -> list[Table]:
+    idle_rows = idle
+    lat = [r for r in lat if r.khala_procs == 1]
     t1 = Table(title=f"oa bench sync: commit → client latency ({os.cpu_count()} cores, loopback)")
     for col in ("subscribers", "events/s (achieved)", "commit→client p50 / p99 ms", "append→client p50 / p99",
-                "samples (missed)", "delivered", "target", "met", "cores used"):  # fmt: skip
+                "samples (missed)", "delivered", "server µs / update", "target", "met", "cores used"):  # fmt: skip
         t1.add_column(col, justify="right" if col not in ("target", "cores used") else "left")
     for r in lat:
         target = met = ""
@@ -547,25 +732,29 @@ def render(lat: list[Latency], idle: Idle | None, fold: Fold | None) -> list[Tab
             f"{_ms(r.append_p50)} / {_ms(r.append_p99)}",
             f"{r.samples:,} ({r.missed:,})",
             f"{r.delivered:.1%}{errs}",
+            f"{r.server_us:.1f}",
             target,
             met,
             _cores(r.cores, r.peaks),
         )
     tables = [t1]
-    if idle is not None:
+    if idle:
         t2 = Table(title="idle subscriptions on one sync server process")
         for col in ("subscriptions", "server RSS before → after MB", "KB per subscription", "target", "met",
                     "connect+auth+subscribe s", "cores used (connecting)"):  # fmt: skip
             t2.add_column(col, justify="right")
+    for idle in idle_rows:
         t2.add_row(
-            f"{idle.subscriptions:,} ({idle.sessions_reported:,} sessions)",
+            f"{idle.subscriptions:,} {'live queries' if idle.kind == 'scoped' else 'topic subs'}"
+            f" ({idle.sessions_reported:,} sessions)",
             f"{idle.rss_before_mb:.0f} → {idle.rss_after_mb:.0f}",
             f"{idle.kb_per_sub:.1f}",
             f"< {TARGET_KB:g} KB",
-            "[green]yes[/]" if idle.kb_per_sub < TARGET_KB else "[red]no[/]",
+            idle_met(idle),
             f"{idle.connect_s:.1f}",
             _cores(idle.cores, idle.peaks),
         )
+    if idle:
         tables.append(t2)
     if fold is not None:
         t3 = Table(title="folding the journal into Khala documents")
@@ -610,8 +799,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--idle", type=int, default=10_000, help="idle subscriptions")
     p.add_argument("--events", type=int, default=100_000, help="events appended for the rebuild phase")
     p.add_argument("--subscribers", default="1,100,1000")
+    p.add_argument(
+        "--watchers", type=int, default=1000, help="scoped: sockets, one live query on one run each"
+    )
+    p.add_argument("--streaming", type=int, default=100, help="scoped: runs streaming text.delta")
+    p.add_argument("--stream-rate", type=float, default=10.0, help="scoped: text.delta events/s per run")
+    p.add_argument("--watcher", choices=("node", "python"), default="node",
+                   help="scoped: watcher processes on Node's ws (default: cheaper per update) or Python")  # fmt: skip
     p.add_argument("--rates", default="100,1000")
-    p.add_argument("--phases", default="latency,idle,fold", help="which phases to run")
+    p.add_argument(
+        "--phases",
+        default="latency,scoped,procs,idle,fold",
+        help="latency (topic-wide), scoped (live queries), procs (one sync process vs two), idle, fold",
+    )
     p.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate")
     p.add_argument("--profile", action="store_true", help="py-spy the sync server in each phase")
     p.add_argument(
@@ -625,14 +825,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     subs = [int(x) for x in args.subscribers.split(",")]
     rates = [float(x) for x in args.rates.split(",")]
     seconds, idle_n, events = args.seconds, args.idle, args.events
+    watchers, streaming = args.watchers, args.streaming
     if args.quick:
-        subs, seconds, idle_n, events = [s for s in subs if s <= 100], 2.0, 1000, 10_000
+        subs, seconds, idle_n, events = [s for s in subs if s <= 100], 2.0, 500, 5_000
+        watchers, streaming = min(watchers, 100), min(streaming, 10)
     from _sync_clients import raise_nofile
 
     raise_nofile()
     t_begin = time.monotonic()
     lat: list[Latency] = []
-    idle: Idle | None = None
+    scoped: list[Latency] = []
+    idle: list[Idle] = []
     fold: Fold | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with (
@@ -653,7 +856,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "OA_SYNC_TOKEN_ISSUER": ISSUER,
             "KHALA_SELF_HOSTED_ADMIN_KEY": secrets.token_hex(16),  # /sync/v1/status is for operators
         }
-        b = Bench(db_url, work, pg, progress, secret, env, deflate=not args.no_deflate)
+        b = Bench(db_url, work, pg, progress, secret, env, deflate=not args.no_deflate, watcher=args.watcher)
+        if b.watcher == "node" and ({"scoped", "procs"} & set(args.phases.split(","))):
+            ensure_node_watchers()
         phases = set(args.phases.split(","))
         if args.profile:
             b.profile_dir = benchlib.RESULTS_DIR / "sync-profiles"
@@ -669,16 +874,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "latency" in phases:
                 for n in subs:
                     lat.extend(bench_latency(b, n, rates, seconds))
+            if "scoped" in phases:
+                scoped.append(bench_scoped(b, watchers, streaming, args.stream_rate, seconds))
+            if "procs" in phases:  # the same loads again on two sync processes, clients split
+                b.add_khala()
+                try:
+                    scoped.append(bench_scoped(b, watchers, streaming, args.stream_rate, seconds))
+                    if not args.quick:  # the smoke run keeps to the scoped shape here
+                        lat.extend(bench_latency(b, max(subs), rates[:1], seconds))
+                finally:
+                    b.drop_extra()
             if "idle" in phases:
-                idle = bench_idle(b, idle_n)
+                idle.append(bench_idle(b, idle_n, "topic"))
+                idle.append(bench_idle(b, idle_n, "scoped"))
             if "fold" in phases:
                 fold = bench_fold(b, events)
         finally:
+            b.drop_extra()
             for c in (b.khala, b.projector, b.runtime):
                 if c is not None:
                     c.stop()
     for t in render(lat, idle, fold):
         console.print(t)
+    one = [r for r in scoped if r.khala_procs == 1]
+    if scoped:
+        console.print(scale.scoped_table(scoped))
+    every = [*lat, *scoped]
+    matched = scale.pairs([r for r in every if r.khala_procs == 1], [r for r in every if r.khala_procs == 2])
+    if matched:
+        console.print(scale.procs_table(matched))
+    topic_big = max(
+        (r for r in lat if r.khala_procs == 1), key=lambda r: (r.subscribers, -r.rate), default=None
+    )
+    if one or topic_big or idle:
+        console.print(scale.cost_table(one[0] if one else None, topic_big, idle))
+    idle_live = next((i for i in idle if i.kind == "scoped"), None)
+    projection = None
+    if one and idle_live is not None:
+        projection = scale.project([*lat, *scoped], one[0], idle_live)
+        console.print(scale.projection_table(projection))
     for r in lat:
         if r.client_errors or r.writer_errors:
             console.print(
@@ -697,7 +931,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": seconds,
         "elapsed_s": round(elapsed, 1),
         "latency": [asdict(r) for r in lat],
-        "idle": asdict(idle) if idle else None,
+        "scoped": [asdict(r) for r in scoped],
+        "idle": asdict(idle[0]) if idle else None,  # the whole-topic row, as before
+        "idle_rows": [asdict(i) for i in idle],
+        "projection": asdict(projection) if projection else None,
         "fold": asdict(fold) if fold else None,
         "profiles": b.profiles,
     }

@@ -52,7 +52,17 @@ def test_sync(tmp_path: Path) -> None:
     assert [(x["subscribers"], x["rate"]) for x in r["latency"]] == [(1, 100.0), (20, 100.0)]
     for row in r["latency"]:
         assert row["events"] > 0 and row["writer_errors"] == 0 and row["cores"] and row["peaks"], row
-    assert r["idle"]["subscriptions"] == 1000 and r["idle"]["cores"]["khala"] > 0
+    assert r["idle"]["subscriptions"] == 500 and r["idle"]["cores"]["khala"] > 0
+    assert [(i["kind"], i["subscriptions"]) for i in r["idle_rows"]] == [("topic", 500), ("scoped", 500)]
+    # Scoped fan-out on one sync process, then the same load on two (clients split over them).
+    assert [(x["kind"], x["khala_procs"], x["subscribers"]) for x in r["scoped"]] == [
+        ("scoped", 1, 100),
+        ("scoped", 2, 100),
+    ]
+    for row in r["scoped"]:
+        assert row["events"] > 0 and row["samples"] > 0 and row["delivered_updates"] > 0, row
+        assert row["server_us"] > 0 and row["client_us"] > 0 and row["cores"]["khala"] > 0, row
+    assert r["projection"]["node"] > 0 and r["projection"]["lines"]
     assert r["fold"]["rebuild_events"] > 0 and r["fold"]["audit_events"] > 0
     assert set(r["fold"]["cores"]) == set(r["fold"]["peaks"]) == {"append", "catchup", "rebuild", "audit"}
 

@@ -106,14 +106,23 @@ def bench_sync(
     events: Annotated[int, typer.Option(help="Events appended for rebuild/audit.")] = 100_000,
     subscribers: Annotated[str, typer.Option(help="Subscriber counts, comma-separated.")] = "1,100,1000",
     rates: Annotated[str, typer.Option(help="Runtime events/s, comma-separated.")] = "100,1000",
-    phases: Annotated[str, typer.Option(help="Phases to run: latency,idle,fold.")] = "latency,idle,fold",
+    phases: Annotated[
+        str, typer.Option(help="Phases to run: latency,scoped,procs,idle,fold.")
+    ] = "latency,scoped,procs,idle,fold",
+    watchers: Annotated[int, typer.Option(help="Scoped: sockets, one live query on one run each.")] = 1000,
+    streaming: Annotated[int, typer.Option(help="Scoped: runs streaming text.delta.")] = 100,
+    stream_rate: Annotated[float, typer.Option(help="Scoped: text.delta events/s per streaming run.")] = 10.0,
+    watcher: Annotated[str, typer.Option(help="Scoped watchers: node (ws) or python.")] = "node",
     no_deflate: Annotated[bool, typer.Option(help="Clients do not offer permessage-deflate.")] = False,
     profile: Annotated[bool, typer.Option(help="py-spy the sync server in each phase.")] = False,
     quick: Quick = False,
 ) -> None:
-    """Commit → client latency under fan-out, memory per idle subscription, rebuild/audit speed."""
+    """Commit → client latency: topic-wide and scoped (live queries) fan-out, one sync process vs
+    two, server CPU per delivered update, memory per idle subscription, a 16-core/10-node
+    projection, rebuild/audit speed."""
     _run("sync.py", ctx, seconds=seconds, idle=idle, events=events, subscribers=subscribers, rates=rates,
-         phases=phases, no_deflate=no_deflate, profile=profile, quick=quick)  # fmt: skip
+         phases=phases, watchers=watchers, streaming=streaming, stream_rate=stream_rate, watcher=watcher,
+         no_deflate=no_deflate, profile=profile, quick=quick)  # fmt: skip
 
 
 @app.command("deltas", context_settings=PASS_ON)

@@ -136,13 +136,17 @@ class Hub:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
             try:
-                while True:
-                    rows = await reader.rows_after(self.pool, self.heads)
-                    if not rows:
-                        break
-                    self.batches_read += len({r.batch_id for r in rows})
-                    self.rows_read += len(rows)
-                    self.dispatch(rows)
+                # One connection for the whole catch-up, not an acquire per read: each
+                # release runs the pool's reset query (asyncpg `Connection.execute`, 5% of the
+                # sync server's py-spy samples in bench/sync.py's scoped fan-out).
+                async with self.pool.acquire() as conn:
+                    while True:
+                        rows = await reader.rows_after(conn, self.heads)
+                        if not rows:
+                            break
+                        self.batches_read += len({r.batch_id for r in rows})
+                        self.rows_read += len(rows)
+                        self.dispatch(rows)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Postgres restarting: keep trying, sessions stay up

@@ -108,20 +108,35 @@ class Session:
         # subscribed at ("live from now": it holds only what it is sent).
         self._base_floor: dict[str, int] = {}
         self._replay_task: asyncio.Task[None] | None = None
-        self._out: asyncio.Queue[bytes | None] = asyncio.Queue(limits.outbound_queue)
+        # Outbound frames (None: close). A list and a future the writer waits on, created
+        # only while it waits, rather than an asyncio.Queue (three deques and an Event) and
+        # two Events per socket: bench/sync.py's idle phase measured 53.8 KB per idle
+        # subscription with them, against the 50 KB target.
+        self._out: list[bytes | None] = []
+        self._wake: asyncio.Future[None] | None = None
         self.queued_bytes = 0
-        self._drained = asyncio.Event()
+        self._drained: asyncio.Event | None = None  # made by the first replay that waits for room
         self._closing: ProtocolError | None = None
         self.stalled = False  # a write did not complete within write_timeout_s
         self._last_inbound = time.monotonic()
         self._last_heartbeat = time.monotonic()
         self._tokens = float(limits.burst)
         self._refill_at = time.monotonic()
-        self.closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None
+        self._ended = False
+
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the session has ended (made on first use: most sockets never ask)."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+            if self._ended:
+                self._closed.set()
+        return self._closed
 
     @property
     def queued_frames(self) -> int:
-        return self._out.qsize()
+        return len(self._out)
 
     @property
     def closing(self) -> ProtocolError | None:
@@ -209,12 +224,17 @@ class Session:
         ):
             self._slow_consumer()
             return
-        try:
-            self._out.put_nowait(data)
-        except asyncio.QueueFull:
+        if len(self._out) >= self.limits.outbound_queue:
             self._slow_consumer()
             return
+        self._put(data)
         self._count(size)
+
+    def _put(self, data: bytes | None) -> None:
+        self._out.append(data)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _count(self, size: int) -> None:
         self.queued_bytes += size
@@ -262,27 +282,38 @@ class Session:
                 return
             self._closing = err
             self._discard_queued()
-            self._out.put_nowait(data)
-            self._out.put_nowait(None)
+            self._put(data)
+            self._put(None)
             self._count(len(data))
-        else:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._out.put_nowait(data)
-                self._count(len(data))
+        elif len(self._out) < self.limits.outbound_queue:
+            self._put(data)
+            self._count(len(data))
 
     def _discard_queued(self) -> None:
-        while not self._out.empty():
-            self._count(-len(self._out.get_nowait() or b""))
+        queued, self._out = self._out, []
+        for data in queued:
+            self._count(-len(data or b""))
 
     async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            data = await self._out.get()
+            while not self._out:
+                self._wake = loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+            data = self._out.pop(0)  # at most `outbound_queue` frames: a short move
             if data is None:
                 return
             try:
                 # A peer that stops reading fills the kernel's and the server's buffers,
                 # then a send waits forever: past the timeout the socket is given up.
-                await asyncio.wait_for(self._send(data), self.limits.write_timeout_s)
+                # `asyncio.timeout`, not `wait_for`: on 3.11 wait_for wraps every frame in a
+                # task of its own (bench/sync.py scoped fan-out profile: wait_for and
+                # _ensure_future were ~8% of the sync server's samples).
+                async with asyncio.timeout(self.limits.write_timeout_s):
+                    await self._send(data)
                 self.hub.frames_sent += 1
                 self.hub.bytes_sent += len(data)
             except TimeoutError:
@@ -293,12 +324,15 @@ class Session:
                 return
             finally:
                 self._count(-len(data))
-                self._drained.set()
+                if self._drained is not None:
+                    self._drained.set()
 
     async def room(self) -> None:
         """Wait until this socket's queue is under half its byte cap, and the server's too."""
         half, server_half = self.limits.max_queued_bytes // 2, self.hub.max_queued_bytes // 2
         while self.queued_bytes > half or self.hub.queued_bytes > server_half:
+            if self._drained is None:
+                self._drained = asyncio.Event()
             self._drained.clear()
             # Other sessions' writers free server room without telling us: poll as well.
             with contextlib.suppress(TimeoutError):
@@ -328,7 +362,9 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
             self._discard_queued()  # free what was never sent
-            self.closed.set()
+            self._ended = True
+            if self._closed is not None:
+                self._closed.set()
 
     async def _read_loop(self) -> None:
         try:
