@@ -79,32 +79,35 @@ def _org(payload: dict[str, Any]) -> str | None:
 # -- run summaries -------------------------------------------------------------------------
 
 
+def _run_doc(doc: Doc | None, ev: Event, **fresh: Any) -> Doc:
+    """The document to fold into: a copy of `doc`, or a new one for the event's run (its
+    owner from the principal, no org until an event names one) with the `fresh` fields."""
+    if doc:
+        return dict(doc)
+    return {"run_id": ev.stream_id, "owner": owner_of(ev.principal), "org_id": None, **fresh}
+
+
 def _run_ids(ev: Event) -> list[str]:
     return [ev.stream_id] if ev.kind == "run" else []
 
 
 def _fold_run(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
-    d: Doc = (
-        dict(doc)
-        if doc
-        else {
-            "run_id": ev.stream_id,
-            "owner": owner_of(ev.principal),
-            "org_id": None,
-            "status": RunStatus.CREATED.value,
-            "created_at": ev.recorded_at,
-            "started_at": None,
-            "finished_at": None,
-            "model": None,
-            "event_count": 0,
-            "text_chars": 0,
-            "tool_calls": 0,
-            "tool_errors": 0,
-            "policy_allowed": 0,
-            "policy_denied": 0,
-            "spend_sats": 0,
-            "budget_exhausted": False,
-        }
+    d = _run_doc(
+        doc,
+        ev,
+        status=RunStatus.CREATED.value,
+        created_at=ev.recorded_at,
+        started_at=None,
+        finished_at=None,
+        model=None,
+        event_count=0,
+        text_chars=0,
+        tool_calls=0,
+        tool_errors=0,
+        policy_allowed=0,
+        policy_denied=0,
+        spend_sats=0,
+        budget_exhausted=False,
     )
     t = ev.event_type
     d["status"] = next_status(RunStatus(d["status"]), t, payload).status.value
@@ -156,16 +159,11 @@ def _fold_timeline(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     """A run's recent events and policy decisions, so a run page needs no runtime access.
 
     Lives in `runtime.run_summaries` (same audience, same scope as the summary)."""
-    d: Doc = (
-        dict(doc)
-        if doc
-        else {
-            "run_id": ev.stream_id,
-            "owner": owner_of(ev.principal),
-            "org_id": None,
-            "events": [],
-            "policy": [],
-        }
+    d = _run_doc(
+        doc,
+        ev,
+        events=[],
+        policy=[],
     )
     if ev.event_type == "run.started":
         d["org_id"] = d["org_id"] or _org(payload)
@@ -201,18 +199,13 @@ def _fold_text(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     """Append each token as a chunk (a one-operation patch on the wire), keeping only the
     last TEXT_WINDOW_CHARS characters: chunks leave from the front (one more `remove`),
     and a single chunk longer than the window keeps its tail."""
-    d: Doc = (
-        dict(doc)
-        if doc
-        else {
-            "run_id": ev.stream_id,
-            "owner": owner_of(ev.principal),
-            "org_id": None,
-            "chunks": [],
-            "chars": 0,
-            "dropped_chars": 0,
-            "last_seq": 0,
-        }
+    d = _run_doc(
+        doc,
+        ev,
+        chunks=[],
+        chars=0,
+        dropped_chars=0,
+        last_seq=0,
     )
     d["last_seq"] = ev.seq
     if ev.event_type == "run.started":
@@ -310,17 +303,12 @@ def _spend_ids(ev: Event) -> list[str]:
 
 def _fold_daily_spend(doc: Doc | None, ev: Event, payload: dict[str, Any]) -> Doc:
     """Allowed decisions' requested sats, by the UTC day the decision was recorded."""
-    d: Doc = (
-        dict(doc)
-        if doc
-        else {
-            "run_id": ev.stream_id,
-            "owner": owner_of(ev.principal),
-            "org_id": None,
-            "days": {},
-            "total_sats": 0,
-            "decisions": 0,
-        }
+    d = _run_doc(
+        doc,
+        ev,
+        days={},
+        total_sats=0,
+        decisions=0,
     )
     if ev.event_type == "run.started":
         d["org_id"] = d["org_id"] or _org(payload)
