@@ -252,25 +252,37 @@ def _first_reach(seen: list[list[Any]]) -> dict[str, list[tuple[int, float]]]:
 def _latencies(
     writer: dict[str, Any], probes: list[list[list[Any]]], recorded: dict[tuple[str, int], float]
 ) -> tuple[list[float], list[float], int]:
-    runs: list[str] = writer["runs"]
     commit: list[float] = []
     append: list[float] = []
     missed = 0
     for seen in probes:
-        reach = _first_reach(seen)
-        for run_idx, seq, t_sent in writer["sent"]:
-            run = runs[run_idx]
-            t_rec = recorded.get((run, seq))
-            steps = reach.get(run, [])
-            t_recv = next((t for v, t in steps if v >= seq), None)  # steps are few per run
-            if t_recv is None or t_rec is None:
-                missed += 1
-                continue
-            commit.append((t_recv - t_rec) * 1000.0)
-            append.append((t_recv - t_sent) * 1000.0)
+        missed += _compare(writer, _first_reach(seen), recorded, commit, append)
     commit.sort()
     append.sort()
     return commit, append, missed
+
+
+def _compare(
+    writer: dict[str, Any],
+    reach: dict[str, list[tuple[int, float]]],
+    recorded: dict[tuple[str, int], float],
+    commit: list[float],
+    append: list[float],
+) -> int:
+    """Add each sent event's commit->client and append->client ms (from when `reach` first
+    held its seq) to `commit` and `append`; returns how many never arrived."""
+    runs: list[str] = writer["runs"]
+    missed = 0
+    for run_idx, seq, t_sent in writer["sent"]:
+        run = runs[run_idx]
+        t_rec = recorded.get((run, seq))
+        t_recv = next((t for v, t in reach.get(run, []) if v >= seq), None)  # steps are few per run
+        if t_recv is None or t_rec is None:
+            missed += 1
+            continue
+        commit.append((t_recv - t_rec) * 1000.0)
+        append.append((t_recv - t_sent) * 1000.0)
+    return missed
 
 
 def _busy() -> float:
@@ -494,19 +506,9 @@ def _latencies_by_run(
     for sock in seen:
         for run, steps in _first_reach(sock).items():
             reach.setdefault(run, []).extend(steps)
-    runs: list[str] = writer["runs"]
     commit: list[float] = []
     append: list[float] = []
-    missed = 0
-    for run_idx, seq, t_sent in writer["sent"]:
-        run = runs[run_idx]
-        t_rec = recorded.get((run, seq))
-        t_recv = next((t for v, t in reach.get(run, []) if v >= seq), None)
-        if t_recv is None or t_rec is None:
-            missed += 1
-            continue
-        commit.append((t_recv - t_rec) * 1000.0)
-        append.append((t_recv - t_sent) * 1000.0)
+    missed = _compare(writer, reach, recorded, commit, append)
     commit.sort()
     append.sort()
     return commit, append, missed
