@@ -6,11 +6,14 @@ and end to end in test_end_to_end); the verifier is the real one.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,7 +28,7 @@ from oa.khala.sync.tokens import verify_with
 from oa.khala.topics import TOPIC_NAMES
 from oa.runtime.projector.projector import Projector
 from oa.store.database import with_user
-from tests.support.servers import serve_in_loop
+from tests.support.servers import ChildProcess, free_port, serve_in_loop
 
 ISSUER = "oa-control-test"
 AUDIENCE = "oa-khala-sync"
@@ -104,3 +107,53 @@ def jwks_document() -> dict[str, object]:
 
     jwk = ECAlgorithm.to_jwk(_KEY.public_key(), as_dict=True)
     return {"keys": [{**jwk, "kid": KID, "alg": "ES256", "use": "sig"}]}
+
+
+def node_env(database_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an `oa khala serve` child that accepts this module's tokens."""
+    jwks = home / "jwks.json"
+    if not jwks.exists():
+        jwks.write_text(json.dumps(jwks_document()))
+    return {
+        "OA_DATABASE_URL": database_url,
+        "OA_HOME": str(home),
+        "OA_KHALA_JWKS_FILE": str(jwks),
+        "OA_SYNC_TOKEN_ISSUER": ISSUER,
+        **extra,
+    }
+
+
+@dataclass
+class ChildKhala(ChildProcess):
+    """`oa khala serve` in a child process (so a test can kill -9 it, or read its RSS)."""
+
+    env: dict[str, str]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, log: Path) -> None:
+        """Start on `port` (a free one the first time): a restart keeps its port."""
+        self.port = self.port or free_port()
+        self.logs.append(log)
+        self.spawn(["khala", "serve", "--port", str(self.port)], self.env, log=log)
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def khala_nodes(n: int, env: dict[str, str], logs: Path) -> Iterator[list[ChildKhala]]:
+    """`n` Khala nodes (child processes on ports of their own) over one database."""
+    nodes = [ChildKhala(dict(env)) for _ in range(n)]
+    try:
+        for i, node in enumerate(nodes):
+            node.start(logs / f"node{i}.log")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

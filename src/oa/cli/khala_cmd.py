@@ -48,12 +48,15 @@ def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = No
 
     merged = {**os.environ, **(env or {})}
     setup = verifier_from_env(merged, home=LocalDeployment.from_env().home)
+    # A streaming replica of the same database to read from (as the same reader role).
+    read_url = merged.get("OA_KHALA_READ_URL", "").strip() or None
     sync_app = create_sync_app(
         with_user(url, READER_ROLE),
         verify_with(setup.verifier),
         revocations=setup.revocations,
         admin_key=merged.get("KHALA_SELF_HOSTED_ADMIN_KEY") or None,
         deployment_class=merged.get("KHALA_DEPLOYMENT_CLASS", "dev"),
+        read_url=with_user(read_url, READER_ROLE) if read_url else None,
     )
     # No permessage-deflate: compressing the same update once per subscriber was the
     # largest cost of fan-out (bench/sync.py profiles), and its zlib state per socket the

@@ -38,6 +38,7 @@ def create_sync_app(
     admin_key: str | None = None,
     deployment_class: str = "dev",
     gate_url: str | None = None,
+    read_url: str | None = None,
 ) -> FastAPI:
     """`verify_token` checks a token for any of Khala's resources (`principal` says what
     each means): the HTTP reads take both, the socket only `khala-sync` tokens.
@@ -50,6 +51,12 @@ def create_sync_app(
     The admin API's grants, audit trail and requests go through their own pool as
     `oa_khala_gate` (`gate_url`; by default the reader's server and database as that role),
     which may only call the owner's functions (see `oa/store/privileges.py`).
+
+    `read_url`, when given, is a streaming replica of `reader_url`'s database (as the same
+    reader role; `OA_KHALA_READ_URL` for `oa khala serve`): journal reads, snapshots and live
+    queries go there, and the node never serves a watermark the replica has not applied.
+    The LISTEN for the projector's wake-up stays on the primary: NOTIFY does not reach a
+    replica.
     """
     limits = limits or SessionLimits.from_env()
     gate_url = gate_url or with_user(reader_url, GATE)
@@ -57,9 +64,14 @@ def create_sync_app(
     operator = [Depends(admin_key_required(admin_key))]
 
     async def start(app: FastAPI) -> None:
-        pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
+        if read_url is None:
+            pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8)
+            read_pool = None
+        else:  # the primary only for the admin API and for telling a lagging replica from a rebuild
+            pool = await asyncpg.create_pool(reader_url, min_size=0, max_size=2)
+            read_pool = await asyncpg.create_pool(read_url, min_size=1, max_size=8)
         app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
-        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes)
+        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes, read_pool=read_pool)
         await hub.start()
         app.state.hub = hub
         if revocations is not None:
@@ -75,6 +87,8 @@ def create_sync_app(
             await revocations.stop()
         await app.state.hub.stop()
         await app.state.hub.pool.close()
+        if app.state.hub.replica:
+            await app.state.hub.primary_pool.close()
         await app.state.gate_pool.close()
 
     app = create_app(

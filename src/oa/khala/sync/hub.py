@@ -2,7 +2,12 @@
 journal rows once, and offers each projector batch to every session subscribed to it.
 
 Reading once per process and encoding once per (topics, user) per batch is what keeps the
-cost per subscriber low; the notification carries no data, so a lost one only delays.
+cost per subscriber low; a lost notification only delays (the hub polls as well).
+
+With a streaming replica (`read_pool`), every read goes to the replica and only the LISTEN
+stays on the primary (NOTIFY does not reach replicas). The notification names the heads
+the primary committed, so the hub keeps reading the replica until it has applied them;
+the heads the hub serves are always ones read from the replica, never above what it holds.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -21,6 +26,7 @@ from oa.khala.store import reader
 from oa.khala.store.reader import JournalRow
 from oa.khala.store.writer import NOTIFY_CHANNEL
 from oa.khala.sync.live import QueryIndex
+from oa.khala.sync.protocol import ProtocolError
 from oa.khala.topics import TOPIC_NAMES
 
 if TYPE_CHECKING:
@@ -35,10 +41,25 @@ class Hub:
     shared by many sockets counts once per socket, so the count errs on the safe side."""
 
     def __init__(
-        self, url: str, pool: asyncpg.Pool, poll_s: float = 1.0, max_queued_bytes: int = 128 << 20
+        self,
+        url: str,
+        pool: asyncpg.Pool,
+        poll_s: float = 1.0,
+        max_queued_bytes: int = 128 << 20,
+        *,
+        read_pool: asyncpg.Pool | None = None,
+        replica_wait_s: float = 10.0,
     ) -> None:
+        """`url` and `pool` are the primary's; `read_pool`, when given, a streaming
+        replica's, which then serves every read (`pool` is only asked, after a client
+        waited `replica_wait_s` for the replica, whether its cursor exists at all)."""
         self._url = url
-        self.pool = pool
+        self.primary_pool = pool
+        self.pool = read_pool or pool  # every read: journal, heads, snapshots, live queries
+        self.replica = read_pool is not None
+        self.replica_wait_s = replica_wait_s
+        # topic -> the head the primary notified: the replica is read until it reaches it.
+        self.notified: dict[str, int] = {}
         self._poll = poll_s
         self.heads: dict[str, int] = dict.fromkeys(TOPIC_NAMES, 0)
         self.sessions: set[Session] = set()
@@ -94,7 +115,7 @@ class Hub:
                 lost = asyncio.Event()
                 conn = await asyncpg.connect(self._url)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *a: self._notified(str(a[-1])))
                 delay = 0.1
                 self._wake.set()  # catch up on anything missed while disconnected
                 await lost.wait()
@@ -107,6 +128,50 @@ class Hub:
                 log.warning("khala hub lost its LISTEN connection: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _notified(self, payload: str) -> None:
+        """The projector's NOTIFY payload is `topic=head topic=head ...`."""
+        for part in payload.split():
+            topic, _, head = part.partition("=")
+            if head.isdigit() and int(head) > self.notified.get(topic, 0):
+                self.notified[topic] = int(head)
+        self._wake.set()
+
+    def _behind_notified(self) -> bool:
+        return any(h > self.heads.get(t, 0) for t, h in self.notified.items() if t in self.heads)
+
+    async def stored_heads(self, cursors: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """The stored heads (topic -> (head, retention floor)) as the read pool has them.
+
+        On a replica, a cursor ahead of them was most likely served by a node whose replica
+        (or primary) is further on: wait for ours to apply it (bounded), rather than call it
+        stale or read the primary. If it never does, and the primary has it, the client is
+        told to come back (or try another node); if the primary lacks it too, the history
+        was rebuilt and the caller's stale_cursor says so.
+        """
+        stored = await reader.heads(self.pool)
+        if not self.replica:
+            return stored
+
+        def ahead(heads: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+            return {t: c for t, c in cursors.items() if c > heads.get(t, (0, 0))[0]}
+
+        deadline = time.monotonic() + self.replica_wait_s
+        while ahead(stored) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await reader.heads(self.pool)
+        waiting = ahead(stored)
+        if waiting:
+            primary = await reader.heads(self.primary_pool)
+            if len(ahead(primary)) < len(waiting):
+                raise ProtocolError(
+                    "replica_lagging",
+                    f"this node's read replica has not applied your watermarks {waiting} within "
+                    f"{self.replica_wait_s:g} s; reconnect (another node may have them)",
+                    fatal=True,
+                    reconnect_after_ms=1000,
+                )
+        return stored
 
     async def _tick(self) -> None:
         while True:
@@ -121,11 +186,17 @@ class Hub:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
             try:
+                chase = 0.01
                 while True:
                     rows = await reader.rows_after(self.pool, self.heads)
-                    if not rows:
+                    if rows:
+                        self.dispatch(rows)
+                        continue
+                    if not (self.replica and self._behind_notified()) or chase > self._poll:
                         break
-                    self.dispatch(rows)
+                    # The primary committed more than the replica has replayed: read again soon.
+                    await asyncio.sleep(chase)
+                    chase *= 2
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Postgres restarting: keep trying, sessions stay up
