@@ -47,6 +47,7 @@ async def test_a_node_on_a_replica_never_serves_past_it(tmp_path: Path) -> None:
             c.execute("CREATE DATABASE oa")
         primary, standby = with_dbname(pg.primary, "oa"), with_dbname(pg.standby, "oa")
         await asyncio.to_thread(migrate, primary)
+        await asyncio.to_thread(pg.wait_replayed)  # the roles and schema are on the standby
         node = ChildKhala(node_env(primary, tmp_path, OA_KHALA_READ_URL=standby))
         replica = await asyncpg.create_pool(with_user(standby, "oa_khala_reader"), min_size=1, max_size=2)
         on_primary = await asyncpg.create_pool(with_user(primary, "oa_khala_reader"), min_size=1, max_size=2)

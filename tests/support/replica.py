@@ -13,10 +13,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 from tests.support.servers import free_port
 
@@ -46,6 +49,20 @@ class PgPair:
     @property
     def standby(self) -> str:
         return self.url(self.standby_port)
+
+    def wait_replayed(self, timeout: float = 30.0) -> None:
+        """Wait until the standby has replayed everything the primary has written so far."""
+        with psycopg.connect(self.primary, autocommit=True) as p:
+            row = p.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.standby, autocommit=True) as s:
+            while time.monotonic() < deadline:
+                done = s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0],)).fetchone()
+                if done is not None and done[0]:
+                    return
+                time.sleep(0.05)
+        raise TimeoutError("the standby did not replay the primary's WAL in time")
 
 
 def _run(args: list[str], **kw: object) -> None:
