@@ -157,3 +157,66 @@ def khala_nodes(n: int, env: dict[str, str], logs: Path) -> Iterator[list[ChildK
     finally:
         for node in nodes:
             node.stop()
+
+
+def nats_up() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def khala_bus(bus: str, env: dict[str, str], logs: Path) -> Iterator[dict[str, str]]:
+    """The nodes' environment for `bus`: Postgres alone, or NATS with `oa khala relay`
+    running (on a subject of its own, its stream deleted afterwards)."""
+    if bus == "postgres":
+        yield env
+        return
+    import os
+    import sys
+
+    subject = f"oa.test.{uuid.uuid4().hex[:10]}"
+    bus_env = {**env, "OA_KHALA_BUS": "nats", "OA_KHALA_BUS_SUBJECT": subject}
+    log = logs / "relay.log"
+    with open(log, "ab") as out:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "oa.cli.main", "khala", "relay"],
+            env={**os.environ, **bus_env},
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while b"publishing" not in log.read_bytes():
+            if relay.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"oa khala relay did not start: see {log}")
+            time.sleep(0.1)
+        yield bus_env
+    finally:
+        relay.terminate()
+        relay.wait(10)
+        _drop_stream(subject)
+
+
+def _drop_stream(subject: str) -> None:
+    import asyncio
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nats
+
+    from oa.khala.sync.bus import DEFAULT_URL, stream_name
+
+    async def drop() -> None:
+        nc = await nats.connect(DEFAULT_URL)
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(stream_name(subject))
+        await nc.close()
+
+    # In a thread of its own: the caller may be inside a running loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, drop()).result()

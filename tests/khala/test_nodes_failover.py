@@ -25,7 +25,15 @@ from oa.khala.live_view import Change, LiveView
 from oa.khala.store import reader
 from oa.store.database import with_user
 from tests.conftest import Signer
-from tests.khala.sync_fixtures import ChildKhala, khala_nodes, node_env, running_khala, token_provider
+from tests.khala.sync_fixtures import (
+    ChildKhala,
+    khala_bus,
+    khala_nodes,
+    nats_up,
+    node_env,
+    running_khala,
+    token_provider,
+)
 from tests.khala.test_live_queries import post
 from tests.support.servers import free_port
 
@@ -33,6 +41,7 @@ pytestmark = pytest.mark.slow
 RUNS = "runtime.run_summaries"
 NODES = 3
 CLIENTS = 6
+ADMIN_KEY = "failover-test-admin-key"
 
 
 @dataclass
@@ -109,17 +118,22 @@ Scenario = Callable[[list[ChildKhala], Path], Awaitable[None]]
 
 
 async def run_scenario(
-    database_url: str, runtime_url: str, sign: Signer, tmp_path: Path, disrupt: Scenario
+    database_url: str,
+    runtime_url: str,
+    sign: Signer,
+    tmp_path: Path,
+    disrupt: Scenario,
+    bus: str = "postgres",
 ) -> list[Watcher]:
     user, org = f"n3-{uuid.uuid4().hex[:6]}", f"org-{uuid.uuid4().hex[:6]}"
     runs = [f"run-{user}-{i}" for i in range(4)]
     pool = await asyncpg.create_pool(with_user(database_url, "oa_khala_reader"), min_size=1, max_size=2)
-    env = node_env(database_url, tmp_path)
+    env = node_env(database_url, tmp_path, KHALA_SELF_HOSTED_ADMIN_KEY=ADMIN_KEY)
     async with (
         running_khala(database_url),  # the projector (its own in-process server is not used)
         httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}", org), timeout=30) as h,
     ):
-        with khala_nodes(NODES, env, tmp_path) as nodes:
+        with khala_bus(bus, env, tmp_path) as bus_env, khala_nodes(NODES, bus_env, tmp_path) as nodes:
             ws = await watchers([n.url for n in nodes], user, org, runs[0])
             try:
                 for r in runs:  # every version goes over the stream: the clients started empty
@@ -129,6 +143,15 @@ async def run_scenario(
                 await disrupt(nodes, tmp_path)
                 last = await writer
                 await check(ws, pool, user, org, last)
+                for node in nodes:
+                    if node.proc is not None and node.proc.poll() is None:
+                        r = await h.get(
+                            f"{node.url}/sync/v1/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+                        )
+                        status = r.json()
+                        assert status["bus"] == bus
+                        # With NATS, live batches came over the bus (the journal only fills gaps).
+                        assert (status["bus_batches"] > 0) == (bus == "nats"), status
             finally:
                 for w in ws:
                     await w.client.close()
@@ -136,20 +159,28 @@ async def run_scenario(
     return ws
 
 
+BUSES = [
+    "postgres",
+    pytest.param("nats", marks=pytest.mark.skipif(not nats_up(), reason="no NATS at 127.0.0.1:4222")),
+]
+
+
+@pytest.mark.parametrize("bus", BUSES)
 async def test_kill9_one_node_its_clients_fail_over_exactly(
-    database_url: str, runtime_url: str, sign: Signer, tmp_path: Path
+    database_url: str, runtime_url: str, sign: Signer, tmp_path: Path, bus: str
 ) -> None:
     async def kill_first(nodes: list[ChildKhala], _tmp: Path) -> None:
         nodes[0].kill9()  # mid-stream; it stays dead
 
-    ws = await run_scenario(database_url, runtime_url, sign, tmp_path, kill_first)
+    ws = await run_scenario(database_url, runtime_url, sign, tmp_path, kill_first, bus)
     moved = [w for w in ws if w.client.urls[0] == ws[0].client.urls[0]]
     assert moved and all(w.client.stats.connects >= 2 for w in moved)
     assert all(w.client.base_url != ws[0].client.urls[0] for w in moved)
 
 
+@pytest.mark.parametrize("bus", BUSES)
 async def test_rolling_restart_of_every_node(
-    database_url: str, runtime_url: str, sign: Signer, tmp_path: Path
+    database_url: str, runtime_url: str, sign: Signer, tmp_path: Path, bus: str
 ) -> None:
     async def rolling(nodes: list[ChildKhala], tmp: Path) -> None:
         for i, node in enumerate(nodes):
@@ -157,7 +188,7 @@ async def test_rolling_restart_of_every_node(
             await asyncio.to_thread(node.start, tmp / f"node{i}-restarted.log")
             await asyncio.sleep(0.2)
 
-    ws = await run_scenario(database_url, runtime_url, sign, tmp_path, rolling)
+    ws = await run_scenario(database_url, runtime_url, sign, tmp_path, rolling, bus)
     assert all(w.client.stats.connects >= 2 for w in ws)  # every client lost its node once
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from oa.deployment import LocalDeployment, port_open
 from oa.khala.store import reader
 from oa.khala.sync.app import create_sync_app
+from oa.khala.sync.bus import BusSettings, Relay
 from oa.khala.sync.config import verifier_from_env
 from oa.khala.sync.tokens import verify_with
 from oa.khala.topics import TOPICS
@@ -57,6 +58,7 @@ def khala_server(url: str, host: str, port: int, env: dict[str, str] | None = No
         admin_key=merged.get("KHALA_SELF_HOSTED_ADMIN_KEY") or None,
         deployment_class=merged.get("KHALA_DEPLOYMENT_CLASS", "dev"),
         read_url=with_user(read_url, READER_ROLE) if read_url else None,
+        bus=BusSettings.from_env(merged),  # OA_KHALA_BUS=nats: batches from `oa khala relay`
     )
     # No permessage-deflate: compressing the same update once per subscriber was the
     # largest cost of fan-out (bench/sync.py profiles), and its zlib state per socket the
@@ -76,6 +78,19 @@ def serve(
     uvloop.run(
         serve_all([server], on_ready=lambda: print(f"khala listening on http://{host}:{port}", flush=True))
     )
+
+
+@app.command()
+def relay() -> None:
+    """Publish each committed batch to NATS JetStream once, for nodes with OA_KHALA_BUS=nats.
+
+    Run one (or two: JetStream drops a batch published twice). `OA_KHALA_NATS_URL` and
+    `OA_KHALA_BUS_SUBJECT` as for the nodes.
+    """
+    settings = BusSettings.from_env({**os.environ, "OA_KHALA_BUS": "nats"})
+    assert settings is not None
+    relay = Relay(with_user(database_url(), READER_ROLE), settings.url, settings.subject)
+    uvloop.run(relay.run(ready=lambda: print(f"khala relay publishing to {settings.subject}", flush=True)))
 
 
 @app.command()

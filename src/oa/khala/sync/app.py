@@ -19,6 +19,7 @@ from oa.khala.admin.api import admin_router
 from oa.khala.admin.key import admin_key_required
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
+from oa.khala.sync.bus import BusSettings
 from oa.khala.sync.hangup import TransportAbort, hang_up
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.principal import Verify
@@ -39,6 +40,7 @@ def create_sync_app(
     deployment_class: str = "dev",
     gate_url: str | None = None,
     read_url: str | None = None,
+    bus: BusSettings | None = None,
 ) -> FastAPI:
     """`verify_token` checks a token for any of Khala's resources (`principal` says what
     each means): the HTTP reads take both, the socket only `khala-sync` tokens.
@@ -57,6 +59,10 @@ def create_sync_app(
     queries go there, and the node never serves a watermark the replica has not applied.
     The LISTEN for the projector's wake-up stays on the primary: NOTIFY does not reach a
     replica.
+
+    `bus`, when given (`OA_KHALA_BUS=nats`), brings the projector's batches from NATS
+    JetStream, published once by `oa khala relay`, instead of each node reading each batch
+    from the primary (see `oa.khala.sync.bus` and `oa bench nodes`).
     """
     limits = limits or SessionLimits.from_env()
     gate_url = gate_url or with_user(reader_url, GATE)
@@ -71,7 +77,9 @@ def create_sync_app(
             pool = await asyncpg.create_pool(reader_url, min_size=0, max_size=2)
             read_pool = await asyncpg.create_pool(read_url, min_size=1, max_size=8)
         app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
-        hub = Hub(reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes, read_pool=read_pool)
+        hub = Hub(
+            reader_url, pool, max_queued_bytes=limits.max_server_queued_bytes, read_pool=read_pool, bus=bus
+        )
         await hub.start()
         app.state.hub = hub
         if revocations is not None:
@@ -159,6 +167,9 @@ def create_sync_app(
             "topics": {t: {"head": hub.heads.get(t, 0), "subscribers": hub.subscribers(t)} for t in TOPICS},
             "sessions": len(hub.sessions),
             "batches_dispatched": hub.batches_dispatched,
+            "bus": "nats" if bus is not None else "postgres",
+            "bus_batches": hub.bus_batches,  # taken from the bus, not read from Postgres
+            "read_replica": hub.replica,
         }
         return json_response(body)
 
