@@ -145,10 +145,10 @@ async def run_scenario(
                 await check(ws, pool, user, org, last)
                 for node in nodes:
                     if node.proc is not None and node.proc.poll() is None:
-                        r = await h.get(
+                        resp = await h.get(
                             f"{node.url}/sync/v1/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
                         )
-                        status = r.json()
+                        status = resp.json()
                         assert status["bus"] == bus
                         # With NATS, live batches came over the bus (the journal only fills gaps).
                         assert (status["bus_batches"] > 0) == (bus == "nats"), status

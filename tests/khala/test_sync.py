@@ -75,9 +75,7 @@ async def test_per_document_authorization(khala: Khala, runtime_url: str, sign: 
             owner = rnd.choice(list(users))
             org = users[owner] if rnd.random() < 0.6 else ""
             rid = f"authz-{owner}-{i}-{rnd.randrange(10**6)}"
-            async with httpx.AsyncClient(
-                base_url=runtime_url, headers=sign(f"user:{owner}", org or None)
-            ) as h:  # type: ignore[operator]
+            async with httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{owner}", org or None)) as h:  # type: ignore[operator]
                 r = await h.post(
                     f"/internal/v1/runs/{rid}/events",
                     json={"event_type": "run.started", "payload": {"org_id": org}},
