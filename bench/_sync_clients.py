@@ -231,7 +231,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--url", required=True, help="ws://127.0.0.1:PORT/sync/v1/ws (comma-separated: spread over them)")
+    p.add_argument(
+        "--url", required=True, help="ws://127.0.0.1:PORT/sync/v1/ws (comma-separated: spread over them)"
+    )
     p.add_argument("--key", required=True, help="PEM file of the bench's ES256 signing key")
     p.add_argument("--kid", required=True)
     p.add_argument("--issuer", required=True)
