@@ -253,23 +253,21 @@ def measure(
 
 
 def render(rows: list[Row]) -> Table:
-    t = Table(title="Primary load vs Khala nodes (baseline: 0 nodes, same writer and projector)")
-    for col in ("bus", "nodes", "subs", "events/s", "primary wake-ups/s", "Khala backends' CPU", "per node",
-                "all backends' CPU", "over baseline, per node", "connections (Khala / all)", "xact/s", "xact/s per node",
-                "delivered", "cores (machine busy)"):  # fmt: skip
+    t = Table(title="Primary load vs Khala nodes (baseline: 0 nodes, the same writer and projector)")
+    for col in ("bus", "nodes", "subs", "events/s", "primary wake-ups/s", "Khala backends' CPU",
+                "per node", "over baseline per node", "connections Khala / all", "xact/s",
+                "delivered", "cores: nodes · relay · all backends · machine busy"):  # fmt: skip
         t.add_column(col, justify="right")
     for r in rows:
-        added = "-" if r.added_per_node is None else f"{r.added_per_node:.1%}"
-        per = "-" if r.per_node is None else f"{r.per_node:.1%} of a core"
-        xadd = "-" if r.xact_added_per_node is None else f"{r.xact_added_per_node:.1f}"
-        cores = " · ".join(f"{k} {v:.2f}" for k, v in r.cores.items() if k not in ("khala backends",))
+        pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+        c = r.cores
         t.add_row(
-            r.bus, str(r.nodes), str(r.subscribers), f"{r.rate:.0f}",
-            f"{r.wakeups_per_s:.0f}",
-            f"{r.khala_backend_cores:.3f}", per, f"{r.backend_cores:.3f}", added,
-            f"{r.khala_connections} / {r.connections}", f"{r.xact_per_s:.0f}", xadd,
+            r.bus, str(r.nodes), str(r.subscribers), f"{r.rate:.0f}", f"{r.wakeups_per_s:.0f}",
+            f"{r.khala_backend_cores:.3f}", pct(r.per_node), pct(r.added_per_node),
+            f"{r.khala_connections} / {r.connections}", f"{r.xact_per_s:.0f}",
             f"{r.delivered:.1%}" if r.subscribers else "-",
-            f"{cores} ({r.machine_busy:.2f} of {os.cpu_count()})",
+            f"{c.get('nodes', 0):.2f} · {c.get('relay', 0):.2f} · {r.backend_cores:.2f} ·"
+            f" {r.machine_busy:.2f} of {os.cpu_count()}",
         )  # fmt: skip
     return t
 
