@@ -206,3 +206,45 @@ def test_bad_urls_are_refused_clearly() -> None:
         KhalaClient([], token_provider("x"), [])
     with pytest.raises(ValueError, match="must start with http"):
         KhalaClient("127.0.0.1:8789", token_provider("x"), [])
+
+
+async def test_nodes_whose_postgres_connections_drop_recover_alone(
+    database_url: str, runtime_url: str, sign: Signer, tmp_path: Path
+) -> None:
+    """Every Khala backend of the database is terminated (LISTEN and pools): each node
+    reconnects by itself, its sockets stay up, and the next writes reach every client."""
+    user, org = f"pd-{uuid.uuid4().hex[:6]}", f"org-{uuid.uuid4().hex[:6]}"
+    run = f"run-{user}"
+    key = f"runtime/run_summary:{run}"
+    async with (
+        running_khala(database_url),
+        httpx.AsyncClient(base_url=runtime_url, headers=sign(f"user:{user}", org), timeout=30) as h,
+    ):
+        with khala_nodes(2, node_env(database_url, tmp_path), tmp_path) as nodes:
+            clients = [
+                KhalaClient(n.url, token_provider(user, org), [RUNS], max_backoff_s=0.5) for n in nodes
+            ]
+            try:
+                for kc in clients:
+                    await kc.start()
+                    await asyncio.wait_for(kc.live.wait(), 20)
+                await post(h, run, "run.started", {"org_id": org})
+                for kc in clients:
+                    await kc.wait_until(lambda c: key in c.documents, timeout=20)
+                admin = await asyncpg.connect(database_url)
+                try:
+                    killed = await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND usename = 'oa_khala_reader'"
+                    )
+                finally:
+                    await admin.close()
+                assert killed >= 2 * len(nodes)  # at least each node's LISTEN and one pooled
+                for i in range(3):
+                    await post(h, run, "text.delta", {"text": f"after {i}"})
+                for kc in clients:
+                    await kc.wait_until(lambda c: c.documents[key].doc_version == 4, timeout=30)
+                    assert kc.stats.connects == 1  # the node recovered; its client never noticed
+            finally:
+                for kc in clients:
+                    await kc.close()
