@@ -36,6 +36,7 @@ from nats.js.errors import NotFoundError
 from oa.khala.store import reader
 from oa.khala.store.reader import JournalRow
 from oa.khala.store.writer import NOTIFY_CHANNEL
+from oa.khala.topics import TOPIC_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,9 @@ class Relay:
         max_bytes = int(nc.max_payload) - 4096
         pool = await asyncpg.create_pool(self._url, min_size=1, max_size=2)
         try:
-            self.heads = {t: h for t, (h, _) in (await reader.heads(pool)).items()}
+            # Every topic, stored head or not: a topic without one yet starts at 0.
+            self.heads = dict.fromkeys(TOPIC_NAMES, 0)
+            self.heads.update({t: h for t, (h, _) in (await reader.heads(pool)).items()})
             listen = asyncio.create_task(self._listen())
             if ready is not None:
                 ready()
