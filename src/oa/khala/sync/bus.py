@@ -1,10 +1,9 @@
 """The NATS JetStream fan-out bus between Khala nodes (`OA_KHALA_BUS=nats`).
 
 Why: over Postgres alone, every node reads every committed batch from the journal, so
-the primary serves each batch once per node: `oa bench nodes` measured 0.7-1.0 ms of
-primary CPU per commit per node, about 5% of a core per node at the 50-60 commits/s the
-projector makes of 100 events/s; over this bus 16 nodes cost the primary 0.049 of a core
-in all (README, "Measured").
+the primary serves each batch once per node: `oa bench nodes` measured 0.5-1.0 ms of
+primary CPU per commit per node (4-5% of a core per node at 100 events/s); 16 nodes took
+0.313 of a core over Postgres alone and 0.056 over this bus (README, "Measured").
 With the bus, one relay (`oa khala relay`) reads each batch once and publishes it to a
 JetStream stream; every node takes it from NATS. The primary's load no longer grows
 with the nodes.
