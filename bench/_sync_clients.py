@@ -191,12 +191,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     gate = asyncio.Semaphore(args.connect_concurrency)
     sockets: list[ClientConnection | None] = [None] * args.count
     failures: list[str] = []
+    urls = args.url.split(",")
 
     async def open_one(i: int) -> None:
         async with gate:
             for attempt in range(3):
                 try:
-                    sockets[i] = await subs[i].open(args.url, tokens[i], not args.no_deflate)
+                    url = urls[i % len(urls)]  # several nodes: sockets spread over them
+                    sockets[i] = await subs[i].open(url, tokens[i], not args.no_deflate)
                     return
                 except Exception as exc:
                     if attempt == 2:
@@ -256,7 +258,9 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--url", required=True, help="ws://127.0.0.1:PORT/sync/v1/ws")
+    p.add_argument(
+        "--url", required=True, help="ws://127.0.0.1:PORT/sync/v1/ws (comma-separated: spread over them)"
+    )
     p.add_argument("--key", required=True, help="PEM file of the bench's ES256 signing key")
     p.add_argument("--kid", required=True)
     p.add_argument("--issuer", required=True)

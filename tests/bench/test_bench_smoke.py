@@ -67,6 +67,25 @@ def test_sync(tmp_path: Path) -> None:
     assert set(r["fold"]["cores"]) == set(r["fold"]["peaks"]) == {"append", "catchup", "rebuild", "audit"}
 
 
+def test_nodes(tmp_path: Path) -> None:
+    buses = "postgres,nats" if _nats_up() else "postgres"
+    r = _smoke("nodes", tmp_path, "--buses", buses)
+    assert [(x["bus"], x["nodes"]) for x in r["rows"]] == [("-", 0)] + [(b, 1) for b in buses.split(",")]
+    for row in r["rows"]:
+        assert row["events"] > 0 and row["writer_errors"] == 0 and row["client_errors"] == 0, row
+        assert row["nodes"] == 0 or (row["khala_connections"] > 0 and row["delivered"] > 0), row
+
+
+def _nats_up() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_auth(tmp_path: Path) -> None:
     r = _smoke("auth", tmp_path)
     for key in ("mint_sign", "mint_http", "verify_first", "verify_repeat", "verify_ceiling"):

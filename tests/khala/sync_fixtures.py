@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from oa.khala.sync.hub import Hub
 from oa.khala.sync.session import SessionLimits
 from oa.khala.topics import TOPIC_NAMES
 from oa.runtime.projector.projector import Projector
-from tests.support.servers import serve_in_loop
+from tests.support.servers import ChildProcess, free_port, serve_in_loop
 
 ISSUER = "oa-control-test"
 AUDIENCE = "oa-khala-sync"
@@ -121,3 +122,116 @@ def jwks_document() -> dict[str, object]:
 
     jwk = ECAlgorithm.to_jwk(_KEY.public_key(), as_dict=True)
     return {"keys": [{**jwk, "kid": KID, "alg": "ES256", "use": "sig"}]}
+
+
+def node_env(database_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an `oa khala serve` child that accepts this module's tokens."""
+    jwks = home / "jwks.json"
+    if not jwks.exists():
+        jwks.write_text(json.dumps(jwks_document()))
+    return {
+        "OA_DATABASE_URL": database_url,
+        "OA_HOME": str(home),
+        "OA_KHALA_JWKS_FILE": str(jwks),
+        "OA_SYNC_TOKEN_ISSUER": ISSUER,
+        **extra,
+    }
+
+
+@dataclass
+class ChildKhala(ChildProcess):
+    """`oa khala serve` in a child process (so a test can kill -9 it, or read its RSS)."""
+
+    env: dict[str, str]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, log: Path) -> None:
+        """Start on `port` (a free one the first time): a restart keeps its port."""
+        self.port = self.port or free_port()
+        self.logs.append(log)
+        self.spawn(["khala", "serve", "--port", str(self.port)], self.env, log=log)
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def khala_nodes(n: int, env: dict[str, str], logs: Path) -> Iterator[list[ChildKhala]]:
+    """`n` Khala nodes (child processes on ports of their own) over one database."""
+    nodes = [ChildKhala(dict(env)) for _ in range(n)]
+    try:
+        for i, node in enumerate(nodes):
+            node.start(logs / f"node{i}.log")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def nats_up() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def khala_bus(bus: str, env: dict[str, str], logs: Path) -> Iterator[dict[str, str]]:
+    """The nodes' environment for `bus`: Postgres alone, or NATS with `oa khala relay`
+    running (on a subject of its own, its stream deleted afterwards)."""
+    if bus == "postgres":
+        yield env
+        return
+    import os
+    import sys
+
+    subject = f"oa.test.{uuid.uuid4().hex[:10]}"
+    bus_env = {**env, "OA_KHALA_BUS": "nats", "OA_KHALA_BUS_SUBJECT": subject}
+    log = logs / "relay.log"
+    with open(log, "ab") as out:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "oa.cli.main", "khala", "relay"],
+            env={**os.environ, **bus_env},
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while b"publishing" not in log.read_bytes():
+            if relay.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"oa khala relay did not start: see {log}")
+            time.sleep(0.1)
+        yield bus_env
+    finally:
+        relay.terminate()
+        relay.wait(10)
+        _drop_stream(subject)
+
+
+def _drop_stream(subject: str) -> None:
+    import asyncio
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nats
+
+    from oa.khala.sync.bus import DEFAULT_URL, stream_name
+
+    async def drop() -> None:
+        nc = await nats.connect(DEFAULT_URL)
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(stream_name(subject))
+        await nc.close()
+
+    # In a thread of its own: the caller may be inside a running loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, drop()).result()

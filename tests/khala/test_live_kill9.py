@@ -15,10 +15,9 @@ from oa.khala.client import KhalaClient
 from oa.khala.live_view import Change
 from oa.store.database import with_user
 from tests.conftest import Signer
-from tests.khala.sync_fixtures import ISSUER, jwks_document, running_khala, token_provider
+from tests.khala.sync_fixtures import ISSUER, ChildKhala, jwks_document, running_khala, token_provider
 from tests.khala.test_live_queries import RUNS, post
 from tests.khala.test_live_views import client_view, store_view
-from tests.khala.test_replay_memory import ChildKhala
 from tests.support.servers import free_port
 
 

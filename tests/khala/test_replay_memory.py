@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,8 +16,15 @@ import pytest
 
 from oa.khala.client import KhalaClient
 from tests.khala.stalled import StalledClient
-from tests.khala.sync_fixtures import ISSUER, Khala, jwks_document, mint, running_khala, token_provider
-from tests.support.servers import ChildProcess, free_port
+from tests.khala.sync_fixtures import (
+    ISSUER,
+    ChildKhala,
+    Khala,
+    jwks_document,
+    mint,
+    running_khala,
+    token_provider,
+)
 
 pytestmark = pytest.mark.slow
 RUNS = "runtime.run_summaries"
@@ -29,24 +34,6 @@ STALLED = 20
 # Per stalled socket: its queue (a replay page waits until it is under CAP/2, and a page is
 # sized to CAP/2), the frame uvicorn is writing, and what a page weighs while decoded.
 BOUND_MB = 60 + STALLED * 3 * CAP / 1e6
-
-
-@dataclass
-class ChildKhala(ChildProcess):
-    env: dict[str, str]
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, log: Path) -> None:
-        self.port = free_port()
-        self.spawn(["khala", "serve", "--port", str(self.port)], self.env, log=log)
-
-    def rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
 
 
 async def deep_backlog(client: httpx.AsyncClient, runs: int, appends: int) -> None:

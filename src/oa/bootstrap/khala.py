@@ -28,6 +28,9 @@ def khala_app(settings: KhalaSettings, node: Node | None = None) -> FastAPI:
         deployment_class=settings.deployment_class,
         node=node,
         control_url=settings.control_url,
+        # A streaming replica to read from, as the same SELECT-only role (OA_KHALA_READ_URL).
+        read_url=with_user(settings.read_url, READER) if settings.read_url else None,
+        bus=settings.bus,  # OA_KHALA_BUS=nats: batches from `oa khala relay`
     )
     app.state.dashboard["sync_urls"] = list(settings.sync_urls)  # the dashboard fails over between them
     return app

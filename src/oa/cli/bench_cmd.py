@@ -135,6 +135,25 @@ def bench_deltas(
     _run("deltas.py", ctx, events=events, quick=quick)
 
 
+@app.command("nodes", context_settings=PASS_ON)
+def bench_nodes(
+    ctx: typer.Context,
+    nodes: Annotated[
+        str, typer.Option(help="Khala node counts, comma-separated (plus a 0-node baseline).")
+    ] = "1,4,16",
+    rate: Annotated[float, typer.Option(help="Runtime events/s.")] = 100.0,
+    seconds: Annotated[float, typer.Option(help="Measured window per node count.")] = 10.0,
+    subs_per_node: Annotated[int, typer.Option(help="Subscribers per node.")] = 3,
+    buses: Annotated[
+        str, typer.Option(help="Fan-out between nodes: postgres, nats, or both.")
+    ] = "postgres,nats",
+    quick: Quick = False,
+) -> None:
+    """The primary's load as Khala nodes are added: Postgres LISTEN/journal reads vs the NATS bus."""
+    _run("nodes.py", ctx, nodes=nodes, rate=rate, seconds=seconds, subs_per_node=subs_per_node, buses=buses,
+         quick=quick)  # fmt: skip
+
+
 @app.command("driver", context_settings=PASS_ON)
 def bench_driver(
     ctx: typer.Context,

@@ -18,6 +18,7 @@ from rich.table import Table
 from oa.deployment import LocalDeployment, port_open
 from oa.khala.settings import KhalaSettings
 from oa.khala.store import reader
+from oa.khala.sync.bus_settings import BusSettings
 from oa.khala.sync.node import Node
 from oa.khala.topics import TOPICS
 from oa.runtime.projector.projector import Projector, lag
@@ -112,6 +113,24 @@ def serve(
             await processes.stop()
 
     uvloop.run(main())
+
+
+@app.command()
+def relay() -> None:
+    """Publish each committed batch to NATS JetStream once, for nodes with OA_KHALA_BUS=nats.
+
+    Run one (or two: JetStream drops a batch published twice). `OA_KHALA_NATS_URL` and
+    `OA_KHALA_BUS_SUBJECT` as for the nodes.
+    """
+    from oa.khala.sync.bus import Relay
+
+    try:
+        settings = BusSettings.from_env({**os.environ, "OA_KHALA_BUS": "nats"})
+    except ValueError as exc:
+        raise SystemExit(f"oa khala relay: {exc}") from None
+    assert settings is not None  # OA_KHALA_BUS=nats always gives one
+    relay = Relay(with_user(database_url(), READER_ROLE), settings.url, settings.subject)
+    uvloop.run(relay.run(ready=lambda: print(f"khala relay publishing to {settings.subject}", flush=True)))
 
 
 @app.command()

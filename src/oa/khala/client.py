@@ -8,6 +8,12 @@ watermarks, and rehydrates by itself after `stale_cursor`.
 Updates may be patches against the version held (`oa.khala.deltas`): applied, checked by
 the resulting `payload_hash`, and on a missing base or a mismatch the client sends `fetch`
 and takes the whole document from the `documents` answer.
+
+It takes one URL or several (Khala nodes are stateless over one Postgres, so any node can
+resume any cursor): when its node dies or refuses, it moves to the next one in the list,
+with a jittered backoff that grows only while no node answers, and resumes every topic and
+every live query from its own watermark there. When a whole round of nodes fails,
+`unavailable` says which answered what, and `wait_until` raises it instead of a bare timeout.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,10 +83,33 @@ class KhalaError(Exception):
         self.frame = frame
 
 
+class KhalaUnavailable(ConnectionError):
+    """No Khala node answered: every URL was tried at least once since the last good session."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        tried = "; ".join(f"{url}: {why}" for url, why in failures.items())
+        super().__init__(
+            f"no Khala node answers ({tried}); check that the nodes run and that these URLs reach them"
+        )
+        self.failures = dict(failures)
+
+
+def node_urls(base_url: str | Sequence[str]) -> list[str]:
+    """One URL, a comma-separated list, or a sequence of them, as http(s) base URLs."""
+    raw = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+    urls = [u.strip().rstrip("/") for u in raw if u and u.strip()]
+    if not urls:
+        raise ValueError("KhalaClient needs at least one Khala URL (e.g. http://127.0.0.1:8789)")
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise ValueError(f"Khala URL {u!r} must start with http:// or https://")
+    return urls
+
+
 class KhalaClient:
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         token_provider: TokenProvider,
         topics: list[str],
         *,
@@ -90,8 +119,10 @@ class KhalaClient:
         max_backoff_s: float = 5.0,
         hydrate: bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.ws_url = self.base_url.replace("http://", "ws://").replace("https://", "wss://") + "/sync/v1/ws"
+        self.urls = node_urls(base_url)
+        self._node = 0  # index in `urls` of the node in use (or tried next)
+        self.unavailable: KhalaUnavailable | None = None  # set while no node answers
+        self._failures: dict[str, str] = {}  # url -> why, since the last good session
         self._token_provider = token_provider
         self.topics = list(topics)
         self.on_change = on_change
@@ -111,6 +142,17 @@ class KhalaClient:
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._expires_at = 0.0
+        self._connected = False  # the current session reached `ready`
+        self._rehydrate: set[str] = set()  # topics refused with stale_cursor
+
+    @property
+    def base_url(self) -> str:
+        """The node in use (or the one tried next)."""
+        return self.urls[self._node]
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://").replace("https://", "wss://") + "/sync/v1/ws"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -152,9 +194,15 @@ class KhalaClient:
                 await self._ws.send(orjson.dumps(frame).decode())
 
     async def wait_until(self, predicate: Callable[[KhalaClient], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate(self)` holds (checked after every applied batch)."""
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: predicate(self))
+        """Wait until `predicate(self)` holds (checked after every applied batch). On timeout
+        while no node answers, raises `KhalaUnavailable` (which nodes, and what each said)."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+        except TimeoutError:
+            if self.unavailable is not None:
+                raise self.unavailable from None
+            raise
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -163,38 +211,62 @@ class KhalaClient:
         while True:
             try:
                 await self._session()
-                backoff = 0.1
             except asyncio.CancelledError:
                 raise
             except KhalaError as exc:
                 code = exc.frame.get("code")
                 if code == "stale_cursor":
+                    # Rehydrate at the start of the next session (whichever node it reaches).
                     topic = exc.frame.get("topic")
-                    await self._hydrate([topic] if isinstance(topic, str) else self.topics)
+                    self._rehydrate.update([topic] if isinstance(topic, str) else self.topics)
                     continue
+                self._failed(f"refused: {exc}")
                 if code in ("slow_consumer", "rate_limited"):
                     await asyncio.sleep(int(exc.frame.get("reconnect_after_ms", 1000)) / 1000)
                     continue
                 if code != "token_expired":
                     log.warning("khala refused: %s", exc)
-            except (OSError, ConnectionClosed, httpx.HTTPError) as exc:
-                log.info("khala connection lost (%s); reconnecting", type(exc).__name__)
-            except Exception:
+            except (OSError, ConnectionClosed, httpx.HTTPError, TimeoutError) as exc:
+                self._failed(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                log.info("khala connection to %s lost (%s); reconnecting", self.base_url, type(exc).__name__)
+            except Exception as exc:
+                self._failed(f"{type(exc).__name__}: {exc}")
                 log.exception("khala client failed; reconnecting")
             self.live.clear()
+            if self._connected:
+                backoff = 0.1  # the last session was good: fail over promptly
+            self._connected = False
+            self._node = (self._node + 1) % len(self.urls)  # the next node
             await asyncio.sleep(backoff * (0.5 + random.random()))
+            # Grow the wait only while nodes keep failing (a full round of them at most).
             backoff = min(backoff * 2, self._max_backoff)
 
+    def _failed(self, why: str) -> None:
+        """Remember why this node failed; after a whole round, say no node answers."""
+        self._failures[self.base_url] = why
+        if len(self._failures) == len(self.urls) and not self._connected:
+            first = self.unavailable is None
+            self.unavailable = KhalaUnavailable(self._failures)
+            if first:
+                log.warning("%s", self.unavailable)
+
     async def _session(self) -> None:
-        if self._hydrate_first and any(t not in self.watermarks for t in self.topics):
-            await self._hydrate([t for t in self.topics if t not in self.watermarks])
+        stale = [t for t in self.topics if t in self._rehydrate]
+        if self._hydrate_first:
+            stale += [t for t in self.topics if t not in self.watermarks and t not in stale]
+        if stale:
+            await self._hydrate(stale)
+            self._rehydrate.difference_update(stale)
         token = await self._token_provider()
-        async with connect(self.ws_url, max_size=2**24, ping_interval=None) as ws:
+        async with connect(self.ws_url, max_size=2**24, ping_interval=None, open_timeout=5) as ws:
             self._ws = ws
             self.stats.connects += 1
             self.fetching.clear()  # answers to the previous socket's fetches never come
             await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
             ready = await self._expect(ws, "ready")
+            self._connected = True
+            self._failures.clear()
+            self.unavailable = None
             self._expires_at = float(ready.get("expires_at", 0))
             resume = {t: self.watermarks[t] for t in self.topics if t in self.watermarks}
             if self.topics:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oa.khala.sync.bus_settings import BusSettings
 from oa.khala.sync.session import SessionLimits
 
 DEPLOYMENT_CLASSES = ("dev", "prod")
@@ -48,6 +49,8 @@ class KhalaSettings:
     * `database_url`: the primary (the owner's URL; the server connects as the SELECT-only
       `oa_khala_reader` role on it). `read_url`: a streaming replica to read the journal and
       documents from (`OA_KHALA_READ_URL`); the wake-up still comes from the primary.
+    * `bus`: the NATS JetStream bus the projector's batches come over (`OA_KHALA_BUS=nats`,
+      published by `oa khala relay`); None: each node reads them from Postgres.
     * `control_url`: control's base URL: its JWKS, its revocation feed, and where the
       dashboard signs in. `token_issuer`: the exact `iss` accepted (default: control's URL).
       `jwks_file`: verify against a fixed JWKS instead (offline, tests, benchmarks).
@@ -75,6 +78,7 @@ class KhalaSettings:
     node_id: str | None = None
     node_port: int = 0
     read_url: str | None = None
+    bus: BusSettings | None = None
     sync_urls: tuple[str, ...] = ()  # every node the dashboard may connect to (OA_KHALA_URLS)
 
     def __post_init__(self) -> None:
@@ -126,7 +130,8 @@ class KhalaSettings:
             "deployment_class": env.get("KHALA_DEPLOYMENT_CLASS", "dev"),
             "limits": SessionLimits.from_env(env),
             "node_id": env.get("OA_KHALA_NODE_ID") or None,
-            "read_url": env.get("OA_KHALA_READ_URL") or None,
+            "read_url": env.get("OA_KHALA_READ_URL", "").strip() or None,
+            "bus": BusSettings.from_env(env),
             "sync_urls": sync_urls_from(env.get("OA_KHALA_URLS", "")),
         }
         values.update(overrides)

@@ -69,7 +69,8 @@ def _grant_must_exist(grant_id: int | None) -> Iterator[None]:
 
 
 def _pool(request: Request) -> asyncpg.Pool:
-    p: asyncpg.Pool = request.app.state.hub.pool
+    # The primary, even when the node reads a replica: an operator reads what they just wrote.
+    p: asyncpg.Pool = request.app.state.hub.primary_pool
     return p
 
 

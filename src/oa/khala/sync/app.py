@@ -20,6 +20,7 @@ from oa.khala.admin.api import admin_router
 from oa.khala.admin.key import admin_key_required
 from oa.khala.auth.revocations import RevocationList
 from oa.khala.store import reader
+from oa.khala.sync.bus_settings import BusSettings
 from oa.khala.sync.hangup import TransportAbort, hang_up
 from oa.khala.sync.hub import Hub
 from oa.khala.sync.metrics import exposition
@@ -43,6 +44,8 @@ def create_sync_app(
     gate_url: str | None = None,
     node: Node | None = None,
     control_url: str | None = None,
+    read_url: str | None = None,
+    bus: BusSettings | None = None,
 ) -> FastAPI:
     """`verify_token` checks a token for any of Khala's resources (`principal` says what
     each means): the HTTP reads take both, the socket only `khala-sync` tokens.
@@ -59,6 +62,16 @@ def create_sync_app(
     `node` names this process: in its Postgres connections' application_name (what
     `oa khala status` lists), in `/sync/v1/status` and in every metric's `node` label.
     `control_url` is where the dashboard signs in (its config.json).
+
+    `read_url`, when given, is a streaming replica of `reader_url`'s database (as the same
+    reader role; `OA_KHALA_READ_URL` for `oa khala serve`): journal reads, snapshots and live
+    queries go there, and the node never serves a watermark the replica has not applied.
+    The LISTEN for the projector's wake-up stays on the primary: NOTIFY does not reach a
+    replica.
+
+    `bus`, when given (`OA_KHALA_BUS=nats`), brings the projector's batches from NATS
+    JetStream, published once by `oa khala relay`, instead of each node reading each batch
+    from the primary (see `oa.khala.sync.bus` and `oa bench nodes`).
     """
     limits = limits or SessionLimits()
     named = node is not None
@@ -69,13 +82,28 @@ def create_sync_app(
     operator = [Depends(admin_key_required(admin_key))]
 
     async def start(app: FastAPI) -> None:
-        pool = await asyncpg.create_pool(reader_url, min_size=1, max_size=8, server_settings=server_settings)
+        # With a replica, the primary's pool serves only the admin API and telling a lagging
+        # replica from a rebuild; journal reads go to `read_pool`.
+        if read_url is None:
+            pool = await asyncpg.create_pool(
+                reader_url, min_size=1, max_size=8, server_settings=server_settings
+            )
+            read_pool = None
+        else:
+            pool = await asyncpg.create_pool(
+                reader_url, min_size=0, max_size=2, server_settings=server_settings
+            )
+            read_pool = await asyncpg.create_pool(
+                read_url, min_size=1, max_size=8, server_settings=server_settings
+            )
         app.state.gate_pool = await asyncpg.create_pool(gate_url, min_size=0, max_size=2)
         hub = Hub(
             reader_url,
             pool,
             max_queued_bytes=limits.max_server_queued_bytes,
             application_name=server_settings["application_name"] if server_settings else None,
+            read_pool=read_pool,
+            bus=bus,
         )
         await hub.start()
         app.state.hub = hub
@@ -92,6 +120,8 @@ def create_sync_app(
             await revocations.stop()
         await app.state.hub.stop()
         await app.state.hub.pool.close()
+        if app.state.hub.replica:
+            await app.state.hub.primary_pool.close()
         await app.state.gate_pool.close()
 
     app = create_app(
@@ -166,6 +196,9 @@ def create_sync_app(
             "live_queries": hub.queries.count,
             "batches_dispatched": hub.batches_dispatched,
             "node": {"id": node.id, "url": node.url, "pid": node.pid, "started_at": node.started_at},
+            "bus": "nats" if bus is not None else "postgres",
+            "bus_batches": hub.bus_batches,  # taken from the bus, not read from Postgres
+            "read_replica": hub.replica,
         }
         return json_response(body)
 

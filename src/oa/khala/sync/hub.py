@@ -2,7 +2,12 @@
 journal rows once, and offers each projector batch to every session subscribed to it.
 
 Reading once per process and encoding once per (topics, user) per batch is what keeps the
-cost per subscriber low; the notification carries no data, so a lost one only delays.
+cost per subscriber low; a lost notification only delays (the hub polls as well).
+
+With a streaming replica (`read_pool`), every read goes to the replica and only the LISTEN
+stays on the primary (NOTIFY does not reach replicas). The notification names the heads
+the primary committed, so the hub keeps reading the replica until it has applied them;
+the heads the hub serves are always ones read from the replica, never above what it holds.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -20,7 +25,9 @@ import asyncpg
 from oa.khala.store import reader
 from oa.khala.store.reader import JournalRow
 from oa.khala.store.writer import NOTIFY_CHANNEL
+from oa.khala.sync.bus import BusSettings, NatsListener, contiguous
 from oa.khala.sync.live import QueryIndex
+from oa.khala.sync.protocol import ProtocolError
 from oa.khala.topics import TOPIC_NAMES
 
 if TYPE_CHECKING:
@@ -41,11 +48,25 @@ class Hub:
         poll_s: float = 1.0,
         max_queued_bytes: int = 128 << 20,
         application_name: str | None = None,
+        *,
+        read_pool: asyncpg.Pool | None = None,
+        replica_wait_s: float = 10.0,
+        bus: BusSettings | None = None,
     ) -> None:
+        """`url` and `pool` are the primary's; `read_pool`, when given, a streaming
+        replica's, which then serves every read (`pool` is only asked, after a client
+        waited `replica_wait_s` for the replica, whether its cursor exists at all).
+        `bus`, when given, brings the projector's batches over NATS instead of a LISTEN
+        and a journal read per batch on the primary (see `bus.py`)."""
         self._url = url
         # The LISTEN connection names the node too (`oa khala status` reads it).
         self._server_settings = {"application_name": application_name} if application_name else None
-        self.pool = pool
+        self.primary_pool = pool
+        self.pool = read_pool or pool  # every read: journal, heads, snapshots, live queries
+        self.replica = read_pool is not None
+        self.replica_wait_s = replica_wait_s
+        # topic -> the head the primary notified: the replica is read until it reaches it.
+        self.notified: dict[str, int] = {}
         self._poll = poll_s
         self.heads: dict[str, int] = dict.fromkeys(TOPIC_NAMES, 0)
         self.sessions: set[Session] = set()
@@ -64,18 +85,35 @@ class Hub:
         self.rows_read = 0
         self.frames_sent = 0
         self.bytes_sent = 0
+        self._bus_settings = bus
+        self._bus: NatsListener | None = None
+        self.bus_batches = 0  # batches taken from the bus (not read from Postgres)
 
     async def start(self) -> None:
         stored = await reader.heads(self.pool)
         for topic, (head, _) in stored.items():
             self.heads[topic] = head
         self._tasks = [
-            asyncio.create_task(self._listen(), name="khala-hub-listen"),
             asyncio.create_task(self._pump(), name="khala-hub-pump"),
             asyncio.create_task(self._tick(), name="khala-hub-tick"),
         ]
+        if self._bus_settings is None:
+            self._tasks.append(asyncio.create_task(self._listen(), name="khala-hub-listen"))
+        else:
+            b = self._bus_settings
+            self._bus = NatsListener(self._from_bus, b.url, b.subject)
+            try:
+                await self._bus.start()
+            except Exception as exc:
+                await self.stop()
+                raise RuntimeError(
+                    f"OA_KHALA_BUS=nats, but NATS JetStream at {b.url} did not answer ({exc});"
+                    " start it, set OA_KHALA_NATS_URL, or unset OA_KHALA_BUS to use Postgres alone"
+                ) from exc
 
     async def stop(self) -> None:
+        if self._bus is not None:
+            await self._bus.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -109,7 +147,7 @@ class Hub:
                 lost = asyncio.Event()
                 conn = await asyncpg.connect(self._url, server_settings=self._server_settings)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *a: self._notified(str(a[-1])))
                 delay = 0.1
                 self._wake.set()  # catch up on anything missed while disconnected
                 await lost.wait()
@@ -122,6 +160,61 @@ class Hub:
                 log.warning("khala hub lost its LISTEN connection: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _notified(self, payload: str) -> None:
+        """The projector's NOTIFY payload is `topic=head topic=head ...`."""
+        for part in payload.split():
+            topic, _, head = part.partition("=")
+            if head.isdigit() and int(head) > self.notified.get(topic, 0):
+                self.notified[topic] = int(head)
+        self._wake.set()
+
+    def _from_bus(self, heads: dict[str, int], rows: list[JournalRow] | None) -> None:
+        """A batch from the bus: dispatched if it follows our heads, else read from Postgres."""
+        for topic, head in heads.items():
+            if head > self.notified.get(topic, 0):
+                self.notified[topic] = head
+        if self.replica or rows is None or not contiguous(rows, self.heads):
+            self._wake.set()  # a gap (or a replica to wait for): the journal decides
+            return
+        self.bus_batches += 1
+        self.dispatch(rows)
+
+    def _behind_notified(self) -> bool:
+        return any(h > self.heads.get(t, 0) for t, h in self.notified.items() if t in self.heads)
+
+    async def stored_heads(self, cursors: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """The stored heads (topic -> (head, retention floor)) as the read pool has them.
+
+        On a replica, a cursor ahead of them was most likely served by a node whose replica
+        (or primary) is further on: wait for ours to apply it (bounded), rather than call it
+        stale or read the primary. If it never does, and the primary has it, the client is
+        told to come back (or try another node); if the primary lacks it too, the history
+        was rebuilt and the caller's stale_cursor says so.
+        """
+        stored = await reader.heads(self.pool)
+        if not self.replica:
+            return stored
+
+        def ahead(heads: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+            return {t: c for t, c in cursors.items() if c > heads.get(t, (0, 0))[0]}
+
+        deadline = time.monotonic() + self.replica_wait_s
+        while ahead(stored) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await reader.heads(self.pool)
+        waiting = ahead(stored)
+        if waiting:
+            primary = await reader.heads(self.primary_pool)
+            if len(ahead(primary)) < len(waiting):
+                raise ProtocolError(
+                    "replica_lagging",
+                    f"this node's read replica has not applied your watermarks {waiting} within "
+                    f"{self.replica_wait_s:g} s; reconnect (another node may have them)",
+                    fatal=True,
+                    reconnect_after_ms=1000,
+                )
+        return stored
 
     async def _tick(self) -> None:
         while True:
@@ -136,17 +229,29 @@ class Hub:
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()
             try:
+                chase = 0.01
                 # One connection for the whole catch-up, not an acquire per read: each
                 # release runs the pool's reset query (asyncpg `Connection.execute`, 5% of the
-                # sync server's py-spy samples in bench/sync.py's scoped fan-out).
+                # sync server's py-spy samples in bench/sync.py's scoped fan-out). It is the
+                # read pool's: the replica's when there is one.
                 async with self.pool.acquire() as conn:
                     while True:
                         rows = await reader.rows_after(conn, self.heads)
-                        if not rows:
+                        if rows:
+                            self.batches_read += len({r.batch_id for r in rows})
+                            self.rows_read += len(rows)
+                            self.dispatch(rows)
+                        # Read again only while behind what the projector notified: not once
+                        # more to find nothing (that empty read per wake-up was half of what
+                        # each node cost the primary: `oa bench nodes`).
+                        if not self._behind_notified():
                             break
-                        self.batches_read += len({r.batch_id for r in rows})
-                        self.rows_read += len(rows)
-                        self.dispatch(rows)
+                        if not rows:
+                            if not self.replica or chase > self._poll:
+                                break
+                            # The primary committed more than the replica has replayed: read again soon.
+                            await asyncio.sleep(chase)
+                            chase *= 2
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Postgres restarting: keep trying, sessions stay up
@@ -161,11 +266,13 @@ class Hub:
         keeps frames per second from growing with events per second. Runs without
         awaiting, so no session sees the heads move between batches.
         """
+        # Rows at or below the heads were already dispatched (from the bus, or a read of
+        # the journal that crossed one from the bus).
+        rows = [r for r in rows if r.watermark > self.heads.get(r.topic, 0)]
         if not rows:
             return
         for r in rows:
-            if r.watermark > self.heads.get(r.topic, 0):
-                self.heads[r.topic] = r.watermark
+            self.heads[r.topic] = max(self.heads.get(r.topic, 0), r.watermark)
         cache: dict[tuple[object, ...], Any] = {}
         batch = list(rows)
         for session in list(self.topic_sessions):

@@ -218,6 +218,8 @@ class LiveQuery:
                 if self._go_live(first):
                     return
                 first = False
+        except ProtocolError as err:  # the read replica lags (see Hub.stored_heads)
+            self.session.fail(err)
         except Exception:
             log.warning("khala live query load failed", exc_info=True)
             self.session.fail(
@@ -246,6 +248,7 @@ class LiveQuery:
                 pool, self.topic, doc_key=key, stream=stream, user_id=p.user_id, org_id=p.org_id,
                 limit=t.replay_budget,
             )  # fmt: skip
+        await self.session.hub.stored_heads({self.topic: cursor})  # a replica catches up first
         loaded = await store.scope_changes_after(
             pool, self.topic, doc_key=key, stream=stream, after=cursor, limit=t.replay_budget + 1
         )

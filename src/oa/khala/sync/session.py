@@ -547,7 +547,7 @@ class Session:
         query.start()
 
     async def _subscribe(self, sub: protocol.Subscribe) -> None:
-        stored = await reader.heads(self.hub.pool)
+        stored = await self.hub.stored_heads(sub.resume_after)
         cursors: dict[str, int] = {}
         for topic in sub.topics:
             head, floor = stored.get(topic, (0, 0))
