@@ -92,6 +92,8 @@ async def test_doc_and_stream_scopes_get_only_their_run(khala: Khala, client: ht
     assert (await subscribe(ws, "d", {"doc_key": f"runtime/run_summary:{mine}"}))["type"] == "subscribed"
     first = await until_complete(ws, "d")  # no cursor: the current document
     assert [u["doc_key"] for u in first] == [f"runtime/run_summary:{mine}"]
+    # A socket with only live queries counts as the topic's subscriber (status, metrics).
+    assert khala.hub.subscribers(RUNS) >= 1 and not khala.hub.topic_sessions
     await subscribe(ws, "s", {"stream": mine})
     keys = {u["doc_key"] for u in await until_complete(ws, "s")}
     assert {f"runtime/run_summary:{mine}", f"runtime/run_timeline:{mine}"} <= keys

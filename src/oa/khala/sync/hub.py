@@ -137,7 +137,11 @@ class Hub:
         return sum(s.queued_frames for s in self.sessions)
 
     def subscribers(self, topic: str) -> int:
-        return sum(1 for s in self.sessions if topic in s.topics)
+        """Sockets following `topic`: whole, or through at least one live query on it (the
+        dashboard's pages subscribe by live query, and the health page counts them)."""
+        return sum(
+            1 for s in self.sessions if topic in s.topics or any(q.topic == topic for q in s.queries.values())
+        )
 
     async def _listen(self) -> None:
         delay = 0.1
