@@ -37,6 +37,7 @@ from oa.khala.store.reader import JournalRow
 from oa.khala.store.writer import NOTIFY_CHANNEL
 from oa.khala.sync.bus_settings import DEFAULT_BUS_SUBJECT, DEFAULT_NATS_URL, BusSettings
 from oa.khala.topics import TOPIC_NAMES
+from oa.store.listen import listen_forever
 
 log = logging.getLogger(__name__)
 
@@ -198,23 +199,6 @@ class Relay:
                 self.published += 1
 
     async def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                lost = asyncio.Event()
-                conn = await asyncpg.connect(self._url)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-                delay = 0.1
-                self._wake.set()
-                await lost.wait()
-            except asyncio.CancelledError:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                raise
-            except Exception as exc:
-                log.warning("khala relay lost its LISTEN connection: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await listen_forever(
+            self._url, NOTIFY_CHANNEL, lambda _payload: self._wake.set(), self._wake.set, who="khala relay"
+        )

@@ -29,6 +29,7 @@ from oa.khala.sync.bus import BusSettings, NatsListener, contiguous
 from oa.khala.sync.live import QueryIndex
 from oa.khala.sync.protocol import ProtocolError
 from oa.khala.topics import TOPIC_NAMES
+from oa.store.listen import listen_forever
 
 if TYPE_CHECKING:
     from oa.khala.sync.session import Session
@@ -144,26 +145,10 @@ class Hub:
         )
 
     async def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                lost = asyncio.Event()
-                conn = await asyncpg.connect(self._url, server_settings=self._server_settings)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *a: self._notified(str(a[-1])))
-                delay = 0.1
-                self._wake.set()  # catch up on anything missed while disconnected
-                await lost.wait()
-            except asyncio.CancelledError:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-                raise
-            except Exception as exc:
-                log.warning("khala hub lost its LISTEN connection: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await listen_forever(
+            self._url, NOTIFY_CHANNEL, self._notified, self._wake.set,  # connect: catch up
+            who="khala hub", server_settings=self._server_settings,
+        )  # fmt: skip
 
     def _notified(self, payload: str) -> None:
         """The projector's NOTIFY payload is `topic=head topic=head ...`."""
